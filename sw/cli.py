@@ -1,0 +1,218 @@
+"""``llmaccel`` command line.
+
+Every subcommand has ``--help``. Errors a user can cause are printed as one line
+(``llmaccel: error: …``) without a traceback, and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from llmaccel.hw.config import PRESETS, preset
+from llmaccel.hw.errors import LlmaccelError
+
+__all__ = ["main"]
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="default", metavar="NAME",
+                   help=f"accelerator preset: {', '.join(PRESETS)} (default: %(default)s)")
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
+
+
+# -------------------------------------------------------------------------------------------
+def cmd_asm(args) -> int:
+    from llmaccel.sw.asm import assemble, to_binary
+
+    prog = assemble(Path(args.source).read_text())
+    out = Path(args.output) if args.output else Path(args.source).with_suffix(".bin")
+    out.write_bytes(to_binary(prog))
+    print(f"{len(prog)} instructions, {out.stat().st_size} bytes → {out}")
+    return 0
+
+
+def cmd_disasm(args) -> int:
+    from llmaccel.sw.asm import disassemble
+
+    blob = Path(args.binary).read_bytes()
+    sys.stdout.write(disassemble(blob, base=args.base if args.addresses else None))
+    return 0
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def cmd_run_program(args) -> int:
+    from llmaccel.sim.golden.cycle_model import CycleModel
+    from llmaccel.sim.golden.isa_sim import GoldenMachine
+    from llmaccel.sw.asm import read_program, to_binary
+
+    cfg = preset(args.config)
+    if args.backend != "golden":
+        raise LlmaccelError(f"backend {args.backend!r} is not available for run-program yet; "
+                            f"use --backend golden")
+    prog = read_program(args.program)
+    m = GoldenMachine(cfg, check_races=not args.no_race_check)
+    if args.dram:
+        m.load_dram(0, Path(args.dram).read_bytes())
+    m.load_dram(args.base, to_binary(prog))
+    res = m.run(args.base, max_instructions=args.max_instructions, trace=True)
+    cyc = CycleModel(cfg).run(res.trace, res.gather_bases)
+    summary = {
+        "status": res.status, "error": res.error.name, "error_pc": res.error_pc,
+        "message": res.message, "instructions": res.stats.instructions,
+        "per_unit": res.stats.per_unit, "gemm_macs": res.stats.gemm_macs,
+        "pim_macs": res.stats.pim_macs, "dram_read_bytes": res.stats.dram_read_bytes,
+        "dram_write_bytes": res.stats.dram_write_bytes,
+        "cycles_estimate": cyc.cycles, "busy_cycles": cyc.busy, "dram_commands": cyc.dram,
+        "digests": {k: _digest(v) for k, v in m.state().items()},
+    }
+    if args.dump:
+        np.savez(args.dump, **m.state())
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"status        {res.status}" + (f" ({res.error.name} at pc {res.error_pc:#x}: "
+                                                 f"{res.message})" if not res.ok else ""))
+        print(f"instructions  {res.stats.instructions}  "
+              + "  ".join(f"{k}={v}" for k, v in res.stats.per_unit.items() if v))
+        print(f"MACs          GEMM {res.stats.gemm_macs}  PIM {res.stats.pim_macs}")
+        print(f"DRAM bytes    read {res.stats.dram_read_bytes}  "
+              f"written {res.stats.dram_write_bytes}")
+        print(f"cycles (est.) {cyc.cycles}  busy: "
+              + "  ".join(f"{k}={v}" for k, v in cyc.busy.items() if v))
+        print("state digests " + "  ".join(f"{k}={v}" for k, v in summary["digests"].items()))
+    return 0 if res.ok else 1
+
+
+def cmd_demo(args) -> int:
+    from llmaccel.sw.demo import run_demo
+
+    r = run_demo(preset(args.config))
+    m, k, n = r["shape"]
+    print(f"Demo program ({m}×{k} · {k}×{n} GEMM, requantise, argmax) on the golden model:\n")
+    print(r["program"])
+    print(f"status {r['status']}  MACs {r['macs']}  cycle estimate {r['cycles']}")
+    print(f"requantised product equals NumPy: {r['y_matches']}")
+    print(f"argmax per row {r['argmax']} equals NumPy: {r['argmax_matches']}")
+    return 0 if r["y_matches"] and r["argmax_matches"] and r["status"] == "done" else 1
+
+
+def cmd_config(args) -> int:
+    cfg = preset(args.config)
+    d = cfg.summary()
+    if args.json:
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        for k, v in d.items():
+            print(f"{k:18} {v}")
+    return 0
+
+
+def cmd_isadoc(args) -> int:
+    from llmaccel.sw import isadoc
+
+    text = isadoc.render()
+    if args.write:
+        isadoc.DOC_PATH.write_text(text)
+        print(f"wrote {isadoc.DOC_PATH}")
+        return 0
+    if args.check:
+        ok = isadoc.DOC_PATH.exists() and isadoc.DOC_PATH.read_text() == text
+        print("docs/isa.md is up to date" if ok else
+              "docs/isa.md differs from hw/isa.py; run: llmaccel isadoc --write")
+        return 0 if ok else 1
+    sys.stdout.write(text)
+    return 0
+
+
+# -------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llmaccel",
+        description="Cycle-accurate RTL model of a GPT accelerator: systolic GEMM, PIM GEMV in "
+                    "DRAM banks, vector unit; bit-exact NumPy golden model.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("asm", help="assemble a text program to binary",
+                       description="Assemble a .s text program (syntax: docs/isa.md and "
+                                   "sw/asm.py) into 32-byte little-endian instruction words.")
+    s.add_argument("source", help="assembly text file")
+    s.add_argument("-o", "--output", help="binary output (default: SOURCE with .bin)")
+    s.set_defaults(func=cmd_asm)
+
+    s = sub.add_parser("disasm", help="disassemble a binary program",
+                       description="Print a binary program as assembly text.")
+    s.add_argument("binary", help="binary program file")
+    s.add_argument("--addresses", action="store_true", help="prefix each line with its address")
+    s.add_argument("--base", type=_int, default=0, help="address of the first instruction")
+    s.set_defaults(func=cmd_disasm)
+
+    s = sub.add_parser("run-program", help="run a program and print the final state",
+                       description="Load a program (.s text or binary) into DRAM at --base, "
+                                   "run it to HALT and print status, counters, the cycle "
+                                   "estimate and digests of every memory. Exit status 1 when "
+                                   "the machine stops with an error.")
+    s.add_argument("program", help="program file (.s/.asm text, anything else binary)")
+    _config_arg(s)
+    s.add_argument("--backend", default="golden", choices=["golden"],
+                   help="simulation backend (default: %(default)s)")
+    s.add_argument("--base", type=_int, default=0, help="DRAM address of the program")
+    s.add_argument("--dram", metavar="IMAGE", help="raw DRAM image loaded at address 0 first")
+    s.add_argument("--max-instructions", type=int, default=1_000_000,
+                   help="watchdog: stop with WATCHDOG after this many instructions")
+    s.add_argument("--no-race-check", action="store_true",
+                   help="do not check that wait masks order every cross-unit dependency")
+    s.add_argument("--dump", metavar="FILE.npz", help="save every memory to an .npz file")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_run_program)
+
+    s = sub.add_parser("demo", help="run a small GEMM/requantise/argmax program (golden)",
+                       description="Build, run and check a small program on the golden model.")
+    _config_arg(s)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("config", help="show a preset's parameters",
+                       description="Print every parameter of an accelerator preset.")
+    _config_arg(s)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_config)
+
+    s = sub.add_parser("isadoc", help="render docs/isa.md from hw/isa.py",
+                       description="Print, write (--write) or check (--check) the generated ISA "
+                                   "reference.")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--write", action="store_true", help="write docs/isa.md")
+    g.add_argument("--check", action="store_true", help="exit 1 if docs/isa.md is stale")
+    s.set_defaults(func=cmd_isadoc)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LlmaccelError as e:
+        print(f"llmaccel: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"llmaccel: error: {e.strerror}: {e.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llmaccel: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
