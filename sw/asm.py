@@ -33,7 +33,6 @@ from llmaccel.hw.isa import (
     Src2Mode,
     Unit,
     decode,
-    encode,
 )
 
 __all__ = [

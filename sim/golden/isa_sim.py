@@ -19,6 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.isa import (
     INSTR_BYTES,

@@ -361,7 +361,7 @@ def test_missing_wait_is_a_race():
 
 def test_write_after_read_needs_a_wait():
     m = machine()
-    with pytest.raises(RaceError, match="DMA_LOAD at pc 0x20 overwrites SP.* read by a VEC"):
+    with pytest.raises(RaceError, match=r"DMA_LOAD at pc 0x20 overwrites SP.* read by a VEC"):
         run(m, "vadd dst=acc:0:4 src1=sp:0:4 src2=imm rows=1\n"
                "dma_load dram_addr=0x9000 rows=1 len=4\nhalt")
 

@@ -110,7 +110,7 @@ def test_softmax_masked_entries_get_zero_weight_and_match_float():
 
 def test_softmax_fully_masked_row_does_not_divide_by_zero():
     p = nx.SoftmaxParams(in_m=1, in_s=0, lut=nx.build_exp_lut(1 / 16))
-    e, z = nx.softmax_int(np.zeros((1, 4)), np.ones((1, 4), dtype=bool), p)
+    _e, z = nx.softmax_int(np.zeros((1, 4)), np.ones((1, 4), dtype=bool), p)
     assert (z > 0).all()
     out = nx.attention_normalise(np.array([[100]]), z, 1 << 20, 10)
     assert np.isfinite(out).all()

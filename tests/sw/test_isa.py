@@ -5,6 +5,7 @@ from amaranth import Shape
 from amaranth.lib import data, enum
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from llmaccel.hw import isa
 from llmaccel.hw.isa import (
     INSTR_BITS,
