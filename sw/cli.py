@@ -108,6 +108,18 @@ def cmd_demo(args) -> int:
     return 0 if r["y_matches"] and r["argmax_matches"] and r["status"] == "done" else 1
 
 
+def cmd_bench(args) -> int:
+    from llmaccel.sw import bench
+
+    mod = bench.load(args.name)
+    result = mod.run(args)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(mod.report(result))
+    return 0
+
+
 def cmd_config(args) -> int:
     cfg = preset(args.config)
     d = cfg.summary()
@@ -181,6 +193,23 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build, run and check a small program on the golden model.")
     _config_arg(s)
     s.set_defaults(func=cmd_demo)
+
+    from llmaccel.sw import bench
+
+    s = sub.add_parser("bench", help="run a benchmark and print its figures",
+                       description="Run a benchmark; figures are recorded in "
+                                   "docs/performance.md. `llmaccel bench NAME --help` shows a "
+                                   "benchmark's options.")
+    bsub = s.add_subparsers(dest="name", metavar="NAME", required=True)
+    for name in bench.available():
+        mod = bench.load(name)
+        b = bsub.add_parser(name, help=mod.DESCRIPTION, description=mod.DESCRIPTION)
+        b.add_argument("--json", action="store_true", help="print one JSON object")
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(b)
+        else:
+            _config_arg(b)
+        b.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("config", help="show a preset's parameters",
                        description="Print every parameter of an accelerator preset.")

@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.isa import Instruction, Opcode, Space, Unit
 
+from .dram_model import DramModel
+from .timing_gemm import gemm_cycles, scalesim_cycles
+from .timing_vec import vec_cycles
+
 __all__ = [
     "CycleModel",
     "CycleReport",
@@ -37,151 +41,6 @@ __all__ = [
 ]
 
 UNITS = (Unit.LOAD, Unit.STORE, Unit.GEMM, Unit.PIM, Unit.VEC)
-VEC_PIPE_LATENCY = 4       # read, compute, requantise, write
-RECIP_STEPS = 32           # restoring division: one quotient bit per cycle
-ISQRT_STEPS = 16           # digit-by-digit square root: one result bit per cycle
-
-
-def scalesim_cycles(dataflow: str, R: int, C: int, M: int, N: int, K: int) -> int:
-    """SCALE-Sim v2 cycle count for folds run back to back (../shared/REFERENCES.md)."""
-    ceil = lambda a, b: -(-a // b)  # noqa: E731
-    if dataflow == "os":
-        return ceil(M, R) * ceil(N, C) * (K + R + C - 2) - 1
-    if dataflow == "ws":
-        return ceil(K, R) * ceil(N, C) * (2 * R + C + M - 2) - 1
-    if dataflow == "is":
-        return ceil(K, R) * ceil(M, C) * (2 * R + C + N - 2) - 1
-    raise ValueError(f"dataflow must be os, ws or is, not {dataflow!r}")
-
-
-def gemm_cycles(cfg: AccelConfig, m: int, n: int, k: int) -> int:
-    """Cycles of one GEMM instruction on the output-stationary array.
-
-    Overlap off: folds one after another, exactly SCALE-Sim's OS count. Overlap on: each fold
-    streams for ``max(k, C)`` cycles (operands of the next fold enter while the previous fold's
-    results drain through the array's output shift path, which needs C cycles), and the skew of
-    the first and last fold is paid once.
-    """
-    if m == 0 or n == 0:
-        return 1
-    R, C = cfg.array_rows, cfg.array_cols
-    folds = -(-m // R) * -(-n // C)
-    if not cfg.gemm_overlap:
-        return scalesim_cycles("os", R, C, m, n, k)
-    return folds * max(k, C) + R + C - 2
-
-
-def vec_cycles(cfg: AccelConfig, ins: Instruction) -> int:
-    """Cycles of one vector instruction."""
-    beats = cfg.row_width // cfg.vector_lanes
-    op = ins.opcode
-    if op is Opcode.VLUTLD:
-        return 256 // cfg.vector_lanes + VEC_PIPE_LATENCY
-    rows = ins.rows
-    if op is Opcode.VTRANS:
-        return rows * cfg.row_width * beats * 2 + VEC_PIPE_LATENCY
-    per_row = beats
-    if op is Opcode.VRECIP:
-        per_row = beats * RECIP_STEPS
-    elif op is Opcode.VISQRT:
-        per_row = beats * ISQRT_STEPS
-    extra = cfg.vector_lanes.bit_length() if (op in (Opcode.VREDSUM, Opcode.VREDMAX,
-                                                     Opcode.VARGMAX) and ins.horizontal) else 0
-    return rows * per_row + VEC_PIPE_LATENCY + extra
-
-
-class DramModel:
-    """Command-level DRAM timing of one channel with open-page row buffers.
-
-    :meth:`column` issues the ACT/PRE a column access needs and the RD/WR itself at the earliest
-    legal cycle at or after ``t``, and returns the cycle its data transfer completes. Refresh is
-    all-bank: every tREFI cycles all banks are precharged and unavailable for tRFC.
-    """
-
-    def __init__(self, cfg: AccelConfig):
-        self.cfg = cfg
-        t = cfg.timing
-        self.t = t
-        n = cfg.dram_banks
-        self.open_row = [None] * n
-        self.act_at = [-10**9] * n        # last ACT per bank
-        self.pre_ok = [0] * n             # earliest PRE per bank (tRAS, tWR, tRTP)
-        self.col_ok = [0] * n             # earliest RD/WR per bank (tRCD)
-        self.act_ok = [0] * n             # earliest ACT per bank (tRP, tRC)
-        self.last_act = -10**9
-        self.last_act_bg = -1
-        self.faw = deque(maxlen=4)
-        self.last_col = -10**9
-        self.last_col_bg = -1
-        self.bus_free = 0
-        self.next_refresh = t.tREFI
-        self.stats = {"reads": 0, "writes": 0, "row_hits": 0, "row_misses": 0,
-                      "activates": 0, "precharges": 0, "refreshes": 0}
-
-    def _refresh(self, now: int) -> int:
-        t = self.t
-        while now >= self.next_refresh:
-            start = max(self.next_refresh, *self.pre_ok)
-            for b in range(self.cfg.dram_banks):
-                if self.open_row[b] is not None:
-                    self.open_row[b] = None
-                    self.stats["precharges"] += 1
-            start += t.tRP
-            done = start + t.tRFC
-            self.act_ok = [max(a, done) for a in self.act_ok]
-            self.stats["refreshes"] += 1
-            self.next_refresh += t.tREFI
-            now = max(now, done)
-        return now
-
-    def activate(self, now: int, bank: int, row: int) -> int:
-        """Make ``row`` open in ``bank``; returns the earliest cycle a column command may issue."""
-        t = self.t
-        now = self._refresh(now)
-        if self.open_row[bank] == row:
-            self.stats["row_hits"] += 1
-            return max(now, self.col_ok[bank])
-        self.stats["row_misses"] += 1
-        if self.open_row[bank] is not None:
-            pre = max(now, self.pre_ok[bank])
-            self.stats["precharges"] += 1
-            self.act_ok[bank] = max(self.act_ok[bank], pre + t.tRP)
-            self.open_row[bank] = None
-        bg = self.cfg.bank_group(bank)
-        act = max(now, self.act_ok[bank], self.act_at[bank] + t.tRC,
-                  self.last_act + (t.tRRD_L if bg == self.last_act_bg else t.tRRD_S))
-        if len(self.faw) == 4:
-            act = max(act, self.faw[0] + t.tFAW)
-        self.faw.append(act)
-        self.act_at[bank] = act
-        self.last_act, self.last_act_bg = act, bg
-        self.open_row[bank] = row
-        self.col_ok[bank] = act + t.tRCD
-        self.pre_ok[bank] = act + t.tRAS
-        self.stats["activates"] += 1
-        return self.col_ok[bank]
-
-    def column(self, now: int, bank: int, row: int, write: bool) -> int:
-        """One column read or write; returns the cycle its data has moved."""
-        t = self.t
-        ready = self.activate(now, bank, row)
-        bg = self.cfg.bank_group(bank)
-        issue = max(ready, self.last_col + (t.tCCD_L if bg == self.last_col_bg else t.tCCD_S))
-        data = issue + (0 if write else t.tCL)
-        data = max(data, self.bus_free)
-        self.bus_free = data + t.tBURST
-        self.last_col, self.last_col_bg = issue, bg
-        if write:
-            self.pre_ok[bank] = max(self.pre_ok[bank], data + t.tBURST + t.tWR)
-            self.stats["writes"] += 1
-        else:
-            self.pre_ok[bank] = max(self.pre_ok[bank], issue + t.tRTP)
-            self.stats["reads"] += 1
-        return data + t.tBURST
-
-    def all_bank_row(self, now: int, row: int) -> list[int]:
-        """Open ``row`` in every bank (PIM); returns per-bank earliest column cycles."""
-        return [self.activate(now, b, row) for b in range(self.cfg.dram_banks)]
 
 
 @dataclass
