@@ -7,6 +7,7 @@ unchanged design is not rebuilt. Waveforms are written only when ``LLMACCEL_WAVE
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -55,11 +56,15 @@ def run_cocotb(component, *, name: str, test_module: str, simulator: str = "veri
         else:
             raise ValueError(f"simulator must be verilator or icarus, not {simulator!r}")
         runner = get_runner(simulator)
-        runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir,
-                     build_args=build_args, waves=waves, timescale=("1ns", "1ps"),
-                     log_file=build_dir / "build.log")
+        # pytest-xdist workers may build the same design at once: one builds, the others wait.
+        with open(build_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir,
+                         build_args=build_args, waves=waves, timescale=("1ns", "1ps"),
+                         log_file=build_dir / "build.log")
         test_dir = Path(test_dir) if test_dir else build_dir
-        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)} | (extra_env or {})
+        paths = [str(test_dir)] + [p for p in sys.path if p]
+        env = {"PYTHONPATH": os.pathsep.join(paths)} | (extra_env or {})
         results = runner.test(hdl_toplevel=name, test_module=test_module, build_dir=build_dir,
                               test_dir=test_dir, extra_env=env, testcase=testcase, seed=seed,
                               waves=waves, timescale=("1ns", "1ps"),
