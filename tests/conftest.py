@@ -1,11 +1,12 @@
 """Shared pytest configuration: fixed, logged seeds and the list of available simulators."""
 
 import os
-import shutil
 
 import pytest
 
-SIMULATORS = ["verilator"] + (["icarus"] if shutil.which("iverilog") else [])
+from llmaccel.sim.tools import available_simulators
+
+SIMULATORS = available_simulators()
 
 
 def pytest_report_header(config):
