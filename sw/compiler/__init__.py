@@ -1,1 +1,6 @@
-"""llmaccel."""
+"""The compiler: a quantised GPT in, a DRAM image and per-step programs out."""
+
+from .gpt import CompiledGPT, ProgramInfo
+from .program import CompileError
+
+__all__ = ["CompileError", "CompiledGPT", "ProgramInfo"]

@@ -1,0 +1,636 @@
+"""Lowering the int8 GPT onto the accelerator: the DRAM image, a prefill program, decode programs.
+
+Prefill (P prompt tokens) runs on the systolic array in the feature-major layout of
+docs/architecture.md: every GEMM output is the next GEMM's A operand after one vector-unit
+requantisation. Attention is computed per head and per block of W queries (causal: only keys up
+to the block's last query are touched), with the softmax normalisation deferred to after P·V.
+K and V are written to their PIM-layout caches in DRAM on the way.
+
+Decode (one token at position t) runs every projection, the LM head and both attention GEMVs in
+the DRAM banks (PIM), with vectors packed W elements per row and horizontal reductions; the
+argmax and the next token's embedding gather happen on chip. Only the token id leaves the chip.
+
+Every step's arithmetic is the corresponding numerics composite, so the programs reproduce
+:func:`llmaccel.sw.model.int8.forward_int8` bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmaccel.hw.config import AccelConfig
+from llmaccel.hw.isa import INSTR_BYTES, Opcode, Space, Src2Mode
+from llmaccel.sim.golden import numerics as nx
+from llmaccel.sw.model.int8 import HEAD_SHIFT, Linear8, QuantizedGPT
+
+from .emit import Emitter, Opnd, acc, sp
+from .image import ConstTable, DramLayout, PimMatrix, gemm_tiles, write_pim_matrix
+from .memory import Op, Planner, PlanReport, Tensor
+from .program import CompileError, ProgramBuilder, Traffic
+
+__all__ = ["CompiledGPT", "ProgramInfo"]
+
+# LUT table ids: 0 is the shared softmax exp table, 1 + layer the GELU tables.
+LUT_EXP = 0
+
+
+@dataclass
+class ProgramInfo:
+    """A compiled program and what the host needs to run it."""
+
+    kind: str                      # "prefill" or "decode"
+    binary: bytes
+    base: int                      # DRAM address to load it at and start from
+    out_token_addr: int            # DRAM address of the int32 token it writes
+    traffic: Traffic
+    plan: PlanReport
+    n_instructions: int
+    position: int                  # decode: the position processed; prefill: prompt length
+    extra: dict = field(default_factory=dict)
+
+
+class CompiledGPT:
+    """The image and program generator for one quantised model on one accelerator config.
+
+    ``sp_limit`` / ``acc_limit`` (elements) restrict the SRAM the planner may use, to measure
+    spills under tighter budgets; the default is the whole SRAM.
+    """
+
+    def __init__(self, q: QuantizedGPT, cfg: AccelConfig, *, sp_limit: int | None = None,
+                 acc_limit: int | None = None):
+        self.q, self.cfg = q, cfg
+        self.mcfg = m = q.cfg
+        W = self.W = cfg.row_width
+        self.sp_limit, self.acc_limit = sp_limit, acc_limit
+        d, hd = m.d_model, m.head_dim
+        problems = []
+        if d % W:
+            problems.append(f"d_model {d} is not a multiple of the row width {W}")
+        if hd % W:
+            problems.append(f"head size {hd} is not a multiple of the row width {W}")
+        if m.vocab_size % W:
+            problems.append(f"vocabulary {m.vocab_size} is not a multiple of the row width {W}")
+        if cfg.lut_tables < 1 + m.n_layer:
+            problems.append(f"{1 + m.n_layer} lookup tables are needed (exp + one GELU per "
+                            f"layer) but the config has {cfg.lut_tables}")
+        if 4 * m.d_ff > cfg.gbuf_bytes or m.d_model > cfg.gbuf_bytes:
+            problems.append(f"the PIM global buffer ({cfg.gbuf_bytes} bytes) cannot hold a "
+                            f"{m.d_ff}-element input vector")
+        if cfg.array_rows != cfg.array_cols:
+            problems.append(f"the compiler's activation layout needs a square array, not "
+                            f"{cfg.array_rows}x{cfg.array_cols}")
+        if problems:
+            raise CompileError("cannot compile this model for config "
+                               f"{cfg.name!r}: " + "; ".join(problems))
+        self._build_image()
+
+    # =========================================================================================
+    # DRAM image
+    def _build_image(self) -> None:
+        q, cfg, m, W = self.q, self.cfg, self.mcfg, self.W
+        d, H, hd, ff, V, ctx = m.d_model, m.n_head, m.head_dim, m.d_ff, m.vocab_size, m.n_ctx
+        lay = self.layout = DramLayout(cfg)
+        # PIM matrices first: whole rows, packed row-hit-first.
+        self.pim_qkv, self.pim_proj, self.pim_fc, self.pim_proj2 = [], [], [], []
+        for i in range(m.n_layer):
+            self.pim_qkv.append(lay.pim_matrix(f"h.{i}.qkv", 3 * d, d, pack=False))
+            self.pim_proj.append(lay.pim_matrix(f"h.{i}.proj", d, d))
+            self.pim_fc.append(lay.pim_matrix(f"h.{i}.fc", ff, d, pack=False))
+            self.pim_proj2.append(lay.pim_matrix(f"h.{i}.proj2", d, ff, pack=False))
+        self.pim_head = lay.pim_matrix("head", V, d, pack=False)
+        # KV cache: K per (layer, head) one output per token; V one output per feature with the
+        # tokens along the columns. Sizes rounded so decode's score/probability vectors always
+        # cover whole 32-byte global-buffer chunks.
+        self.k_tokens = -(-ctx // max(32, cfg.dram_banks)) * max(32, cfg.dram_banks)
+        self.v_inputs = -(-ctx // 32) * 32
+        self.pim_k = [[None] * H for _ in range(m.n_layer)]
+        self.pim_v = [[None] * H for _ in range(m.n_layer)]
+        for i in range(m.n_layer):
+            for h in range(H):
+                self.pim_k[i][h] = lay.pim_matrix(f"h.{i}.k{h}", self.k_tokens, hd,
+                                                  pack=h > 0)
+        for i in range(m.n_layer):
+            for h in range(H):
+                self.pim_v[i][h] = lay.pim_matrix(f"h.{i}.v{h}", hd, self.v_inputs)
+        kv_rows = {mm.row0 for row in self.pim_k + self.pim_v for mm in row}
+        self.kv_dram = sorted(kv_rows)
+
+        # GEMM tiles for prefill.
+        self.tiles = {}
+        tile_data = {}
+        for i, L in enumerate(q.layers):
+            for name, lin in (("qkv", L.qkv), ("proj", L.proj), ("fc", L.fc),
+                              ("proj2", L.proj2)):
+                t = gemm_tiles(lin.w, cfg)
+                tile_data[f"h.{i}.{name}"] = t
+        tile_data["head"] = gemm_tiles(q.head_w, cfg)
+        for name, t in tile_data.items():
+            self.tiles[name] = lay.region(f"tiles.{name}", t.size)
+
+        # Embedding tables: row-major for the gathers, wpe also transposed for prefill.
+        self.r_wte = lay.region("wte", V * d)
+        self.r_wpe = lay.region("wpe", ctx * d)
+        self.r_wpeT = lay.region("wpeT", ctx * d)
+
+        # Constants.
+        ct = self.consts = ConstTable(cfg)
+        ct.add("lut.exp", q.exp_lut)
+        for i, L in enumerate(q.layers):
+            p = f"h.{i}."
+            ct.add(p + "lut.gelu", L.gelu_lut)
+            for name, lin in (("qkv", L.qkv), ("proj", L.proj), ("fc", L.fc),
+                              ("proj2", L.proj2)):
+                ct.add(p + name + ".bias", lin.bias)
+                ct.add(p + name + ".m", lin.m)
+            for name, ln in (("ln1", L.ln1), ("ln2", L.ln2)):
+                ct.add(p + name + ".g", ln.gamma_m)
+                ct.add(p + name + ".b", ln.beta)
+        ct.add("ln_f.g", q.ln_f.gamma_m)
+        ct.add("ln_f.b", q.ln_f.beta)
+        ct.add("head.m", q.head_m)
+        const = ct.data()
+        self.r_const = lay.region("const", const.nbytes)
+        self.const_elems = ct.size
+        # The token row: argmax results land here; gathers read their index from here.
+        self.tok_row = self.const_elems
+        self.acc_base = self.const_elems + W
+
+        # I/O and programs.
+        self.r_prompt = lay.region("prompt", 4 * ctx)
+        self.r_out = lay.region("tokens", 4 * (ctx + 1))
+        est_prefill = self._estimate_instructions(ctx)
+        self.r_prog = lay.region("program.prefill", est_prefill * INSTR_BYTES)
+        self.r_dprog = lay.region("program.decode", self._estimate_decode() * INSTR_BYTES)
+        self.r_spill = lay.region("spill", 4 * cfg.acc_elems + cfg.sp_bytes)
+
+        img = np.zeros(cfg.dram_bytes, dtype=np.uint8)
+        for i, L in enumerate(q.layers):
+            write_pim_matrix(img, self.pim_qkv[i], L.qkv.w, cfg)
+            write_pim_matrix(img, self.pim_proj[i], L.proj.w, cfg)
+            write_pim_matrix(img, self.pim_fc[i], L.fc.w, cfg)
+            write_pim_matrix(img, self.pim_proj2[i], L.proj2.w, cfg)
+        write_pim_matrix(img, self.pim_head, q.head_w, cfg)
+        for name, t in tile_data.items():
+            r = self.tiles[name]
+            img[r.addr:r.addr + t.size] = t.view(np.uint8).ravel()
+        img[self.r_wte.addr:self.r_wte.end] = q.wte_e.view(np.uint8).ravel()
+        img[self.r_wpe.addr:self.r_wpe.end] = q.wpe_e.view(np.uint8).ravel()
+        img[self.r_wpeT.addr:self.r_wpeT.end] = np.ascontiguousarray(q.wpe_e.T) \
+            .view(np.uint8).ravel()
+        img[self.r_const.addr:self.r_const.end] = const.view(np.uint8)
+        self.image = img
+
+    def _estimate_instructions(self, P: int) -> int:
+        """Upper bound of the prefill program's length (to size its DRAM region)."""
+        m, W = self.mcfg, self.W
+        nb = -(-P // W)
+        per_layer = (2 * 10 * nb + 2 * nb + 4 * m.d_model // W + 3 * nb + 3 * nb + 3 * nb
+                     + m.n_head * nb * 12 + 2 * (m.d_model // W) * (-(-P // 16) + 1)
+                     + m.n_head * nb * 2 + 16)
+        return 64 + P + 2 * nb + m.n_layer * per_layer + 40
+
+    def _estimate_decode(self) -> int:
+        m = self.mcfg
+        return 64 + m.n_layer * (60 + m.n_head * 40) + 40
+
+    # =========================================================================================
+    # Shared pieces
+    def _setup_program(self):
+        b = ProgramBuilder(self.cfg)
+        e = Emitter(self.cfg, b)
+        return b, e
+
+    def _planner(self, b: ProgramBuilder) -> Planner:
+        return Planner(self.cfg, b, acc_base=self.acc_base, sp_limit=self.sp_limit,
+                       acc_limit=self.acc_limit, spill_addr=self.r_spill.addr,
+                       spill_bytes=self.r_spill.nbytes)
+
+    @staticmethod
+    def _check_size(b: ProgramBuilder, region, kind: str) -> None:
+        if b.nbytes > region.nbytes:
+            raise CompileError(f"internal: the {kind} program ({b.nbytes} bytes) outgrew its "
+                               f"DRAM region ({region.nbytes} bytes)")
+
+    def _c(self, name: str) -> int:
+        return self.consts[name]
+
+    def _layernorm(self, e: Emitter, ln: nx.LayerNormParams, gname: str, *, x: Opnd,
+                   out: Opnd, rows: int, scratch: int, scal: int, packed: bool) -> None:
+        """The ten instructions of numerics.layernorm_int over ``rows`` rows.
+
+        ``packed`` (decode): one token, features packed W per row, horizontal reductions and
+        per-feature constants in VEC mode. Otherwise (prefill): one block of W tokens in lanes,
+        features in rows, lane-wise reductions and per-row SCALAR constants.
+        ``scratch`` is an ACC area of ``rows`` rows, ``scal`` an ACC area of 4 rows.
+        """
+        W = self.W
+        s_row, mu_row, v_row, r_row = (acc(scal + i * W, 0) for i in range(4))
+        c = acc(scratch, W)
+        e.reduce(Opcode.VREDSUM, s_row, x, rows, horizontal=packed)
+        e.vec(Opcode.VMUL, mu_row, s_row, 1, mode=Src2Mode.IMM, imm=ln.mean_m, shift=ln.mean_s)
+        e.vec(Opcode.VSUB, c, x, rows, src2=mu_row)
+        # q = c·c >> var_s (and later z, y) live in scratch rows rows..2·rows.
+        qv = acc(scratch + rows * W, W)
+        e.vec(Opcode.VMUL, qv, c, rows, src2=c, shift=ln.var_s)
+        e.reduce(Opcode.VREDSUM, v_row, qv, rows, horizontal=packed)
+        e.vec(Opcode.VISQRT, r_row, v_row, 1)
+        e.vec(Opcode.VRECIP, r_row, r_row, 1, imm=ln.recip_num)
+        e.vec(Opcode.VMUL, qv, c, rows, src2=r_row, shift=ln.norm_s)
+        g, bta = self._c(gname + ".g"), self._c(gname + ".b")
+        if packed:
+            e.vec(Opcode.VMUL, qv, qv, rows, src2=acc(g, W))
+            e.vec(Opcode.VADD, out, qv, rows, src2=acc(bta, W), shift=ln.out_s)
+        else:
+            e.vec(Opcode.VMUL, qv, qv, rows, src2=acc(g, 1), mode=Src2Mode.SCALAR)
+            e.vec(Opcode.VADD, out, qv, rows, src2=acc(bta, 1), mode=Src2Mode.SCALAR,
+                  shift=ln.out_s)
+
+    def _requant(self, e: Emitter, lin: Linear8, name: str, *, src: Opnd, dst: Opnd,
+                 rows: int, packed: bool) -> None:
+        """numerics.linear_requant: VADD bias (in place), VMUL multiplier into ``dst``."""
+        mode = Src2Mode.VEC if packed else Src2Mode.SCALAR
+        stride = self.W if packed else 1
+        e.vec(Opcode.VADD, src, src, rows, src2=acc(self._c(name + ".bias"), stride), mode=mode)
+        e.vec(Opcode.VMUL, dst, src, rows, src2=acc(self._c(name + ".m"), stride), mode=mode,
+              shift=lin.shift)
+
+    # =========================================================================================
+    # Prefill
+    def prefill(self, n_prompt: int) -> ProgramInfo:
+        """The program for a prompt of ``n_prompt`` tokens (written by the host, int32 each,
+        at the prompt region). It leaves the next token at ``out_token_addr`` and in the token
+        row, and fills the KV cache for positions 0 … n_prompt−1."""
+        m, W, q = self.mcfg, self.W, self.q
+        P = n_prompt
+        if not 1 <= P <= m.n_ctx:
+            raise CompileError(f"the prompt must hold 1..{m.n_ctx} tokens (the model's "
+                               f"context), not {P}")
+        d, V = m.d_model, m.vocab_size
+        nb = -(-P // W)
+        Pp = nb * W
+        b, e = self._setup_program()
+        plan = self._planner(b)
+
+        def tensor(name, space, elems, home=None):
+            return Tensor(name, space, -(-elems // W) * W, home=home)
+
+        ops: list[Op] = []
+
+        # -- constants, lookup tables, prompt ids --------------------------------------------
+        def emit_consts(addr):
+            e.load(Space.ACC, dram=self.r_const.addr, dram_stride=4 * W, sram=0,
+                   sram_stride=W, rows=self.const_elems // W, length=W)
+            e.lutld(LUT_EXP, self._c("lut.exp"))
+            for i in range(m.n_layer):
+                e.lutld(1 + i, self._c(f"h.{i}.lut.gelu"))
+        ops.append(Op("constants", [], [], emit_consts))
+
+        tok = tensor("prompt", Space.ACC, P)
+        ops.append(Op("prompt", [], [tok], lambda a: e.load(
+            Space.ACC, dram=self.r_prompt.addr, dram_stride=4 * W, sram=a(tok),
+            sram_stride=W, rows=-(-P // W), length=W)))
+
+        # -- embedding (feature-major) -------------------------------------------------------
+        x = tensor("x", Space.ACC, d * Pp)
+        xe = tensor("emb.tok", Space.SP, d * Pp)
+        xp = tensor("emb.pos", Space.SP, d * Pp)
+        tmp = tensor("emb.tmp", Space.ACC, d * Pp)
+
+        def emit_embed(a):
+            for p in range(P):
+                blk, lane = divmod(p, W)
+                e.gather(Space.SP, table=self.r_wte.addr, table_bytes=self.r_wte.nbytes,
+                         idx_acc=a(tok) + p, idx_scale=d, sram=a(xe) + blk * d * W + lane,
+                         sram_stride=W, rows=d, length=1, dram_stride=1)
+            for blk in range(nb):
+                n_tok = min(W, P - blk * W)
+                e.load(Space.SP, dram=self.r_wpeT.addr + blk * W, dram_stride=m.n_ctx,
+                       sram=a(xp) + blk * d * W, sram_stride=W, rows=d, length=n_tok)
+            rows = d * nb
+            e.vec(Opcode.VMUL, acc(a(x), W), sp(a(xe), W), rows, mode=Src2Mode.IMM,
+                  imm=q.emb_m)
+            e.vec(Opcode.VMUL, acc(a(tmp), W), sp(a(xp), W), rows, mode=Src2Mode.IMM,
+                  imm=q.pos_m)
+            e.vec(Opcode.VADD, acc(a(x), W), acc(a(x), W), rows, src2=acc(a(tmp), W))
+        ops.append(Op("embed", [tok], [x, xe, xp, tmp], emit_embed))
+
+        for i, L in enumerate(q.layers):
+            self._prefill_layer(ops, e, i, L, x, P, tensor)
+
+        # -- final layer norm and LM head for the last token ---------------------------------
+        last_blk, last_lane = divmod(P - 1, W)
+        f = tensor("ln_f", Space.SP, d * W)
+        lnscr = tensor("ln_f.scratch", Space.ACC, 2 * d * W)
+        lnsc = tensor("ln_f.scalars", Space.ACC, 4 * W)
+        w_head = tensor("head.w", Space.SP, self.tiles["head"].nbytes, home=self.tiles["head"].addr)
+        logits = tensor("logits", Space.ACC, V * W)
+
+        def emit_head(a):
+            xb = a(x) + last_blk * d * W
+            self._layernorm(e, q.ln_f, "ln_f", x=acc(xb, W), out=sp(a(f), W), rows=d,
+                            scratch=a(lnscr), scal=a(lnsc), packed=False)
+            e.gemm(m=last_lane + 1, n=V, k=d, a=a(f), a_stride=d * W, b=a(w_head),
+                   b_stride=d * W, c=a(logits), c_stride=V * W)
+            e.vec(Opcode.VMUL, acc(a(logits), W), acc(a(logits), W), V,
+                  src2=acc(self._c("head.m"), 1), mode=Src2Mode.SCALAR, shift=HEAD_SHIFT)
+            e.reduce(Opcode.VARGMAX, acc(self.tok_row, 0), acc(a(logits), W), V,
+                     horizontal=False)
+            e.store(Space.ACC, dram=self.r_out.addr + 4 * P, dram_stride=0,
+                    sram=self.tok_row + last_lane, sram_stride=0, rows=1, length=1)
+            e.halt()
+        ops.append(Op("head", [x, w_head], [f, lnscr, lnsc, logits], emit_head))
+
+        report = plan.run(ops)
+        self._check_size(b, self.r_prog, "prefill")
+        self.last_token_elem = self.tok_row + last_lane
+        return ProgramInfo("prefill", b.binary(), self.r_prog.addr, self.r_out.addr + 4 * P,
+                           b.traffic, report, len(b.instructions), P,
+                           extra={"token_elem": self.last_token_elem})
+
+    def _prefill_layer(self, ops, e: Emitter, i: int, L, x: Tensor, P: int, tensor) -> None:
+        m, cfg, W = self.mcfg, self.cfg, self.W
+        d, H, hd, ff = m.d_model, m.n_head, m.head_dim, m.d_ff
+        nb = -(-P // W)
+        Pp = nb * W
+        p = f"h.{i}."
+
+        def weight(name):
+            r = self.tiles[p + name]
+            return tensor(p + name + ".w", Space.SP, r.nbytes, home=r.addr)
+
+        def ln_op(name, ln, out):
+            scr = tensor(p + name + ".scratch", Space.ACC, 2 * d * W)
+            sc = tensor(p + name + ".scalars", Space.ACC, 4 * W)
+
+            def emit(a):
+                for blk in range(nb):
+                    self._layernorm(e, ln, p + name, x=acc(a(x) + blk * d * W, W),
+                                    out=sp(a(out) + blk * d * W, W), rows=d, scratch=a(scr),
+                                    scal=a(sc), packed=False)
+            ops.append(Op(p + name, [x], [out, scr, sc], emit))
+
+        # ---- attention block ----
+        a1 = tensor(p + "ln1.out", Space.SP, d * Pp)
+        ln_op("ln1", L.ln1, a1)
+        w_qkv = weight("qkv")
+        qkv_acc = tensor(p + "qkv.acc", Space.ACC, 3 * d * Pp)
+        qkv = tensor(p + "qkv", Space.SP, 3 * d * Pp)
+
+        def emit_qkv(a):
+            e.gemm(m=P, n=3 * d, k=d, a=a(a1), a_stride=d * W, b=a(w_qkv), b_stride=d * W,
+                   c=a(qkv_acc), c_stride=3 * d * W)
+            for blk in range(nb):
+                self._requant(e, L.qkv, p + "qkv",
+                              src=acc(a(qkv_acc) + blk * 3 * d * W, W),
+                              dst=sp(a(qkv) + blk * 3 * d * W, W), rows=3 * d, packed=False)
+        ops.append(Op(p + "qkv", [a1, w_qkv], [qkv_acc, qkv], emit_qkv))
+
+        # token-major copies of K and V (W×W block transposes) and the KV cache writes
+        kcb = tensor(p + "k.tm", Space.SP, d * Pp)
+        vcb = tensor(p + "v.tm", Space.SP, d * Pp)
+
+        def emit_kv(a):
+            for sec, dst in ((1, kcb), (2, vcb)):
+                for fb in range(d // W):
+                    e.trans(sp(a(dst) + fb * Pp * W, W * W),
+                            sp(a(qkv) + (sec * d + fb * W) * W, 3 * d * W), nb)
+            # K cache: token t of head h at output t of pim_k[i][h] (hd bytes).
+            for fb in range(d // W):
+                h, off = divmod(fb * W, hd)
+                mat = self.pim_k[i][h]
+                for t0 in range(0, P, cfg.dram_banks):
+                    n_tok = min(cfg.dram_banks, P - t0)
+                    e.store(Space.SP, dram=mat.addr(t0, cfg, off), dram_stride=cfg.row_bytes,
+                            sram=a(kcb) + fb * Pp * W + t0 * W, sram_stride=W, rows=n_tok,
+                            length=W)
+            # V cache: feature j of head h is output j of pim_v[i][h]; tokens along its bytes.
+            for h in range(H):
+                mat = self.pim_v[i][h]
+                for blk in range(nb):
+                    n_tok = min(W, P - blk * W)
+                    for j0 in range(0, hd, cfg.dram_banks):
+                        nf = min(cfg.dram_banks, hd - j0)
+                        e.store(Space.SP, dram=mat.addr(j0, cfg, blk * W),
+                                dram_stride=cfg.row_bytes,
+                                sram=a(qkv) + blk * 3 * d * W + (2 * d + h * hd + j0) * W,
+                                sram_stride=W, rows=nf, length=n_tok)
+        ops.append(Op(p + "kv", [qkv], [kcb, vcb], emit_kv))
+
+        # per head, per query block: scores, mask, softmax, P·V, normalise
+        att = tensor(p + "att", Space.SP, d * Pp)
+        s_acc = tensor(p + "scores", Space.ACC, Pp * W)
+        probs_i = tensor(p + "probs.idx", Space.SP, Pp * W)
+        probs = tensor(p + "probs", Space.SP, Pp * W)
+        scal = tensor(p + "softmax.scalars", Space.ACC, 3 * W)
+        o_acc = tensor(p + "att.acc", Space.ACC, hd * W)
+        sm = L.softmax
+
+        def emit_attention(a):
+            for h in range(H):
+                for qb in range(nb):
+                    nq = min(W, P - qb * W)
+                    nk = min(P, (qb + 1) * W)
+                    S = acc(a(s_acc), W)
+                    e.gemm(m=nq, n=nk, k=hd, a=a(qkv) + qb * 3 * d * W + h * hd * W,
+                           a_stride=3 * d * W, b=a(qkv) + (d + h * hd) * W,
+                           b_stride=3 * d * W, c=a(s_acc), c_stride=Pp * W)
+                    e.mask(S, S, nk, 1, -1, -qb * W)
+                    mx, z, inv = (acc(a(scal) + k * W, 0) for k in range(3))
+                    e.reduce(Opcode.VREDMAX, mx, S, nk, horizontal=False)
+                    e.vec(Opcode.VSUB, S, S, nk, src2=mx)
+                    e.vec(Opcode.VMUL, sp(a(probs_i), W), S, nk, mode=Src2Mode.IMM,
+                          imm=sm.in_m, shift=sm.in_s)
+                    e.vec(Opcode.VLUT, sp(a(probs), W), sp(a(probs_i), W), nk, imm=LUT_EXP)
+                    e.reduce(Opcode.VREDSUM, z, sp(a(probs), W), nk, horizontal=False)
+                    e.vec(Opcode.VRECIP, inv, z, 1, imm=L.att_num)
+                    fb0 = h * hd // W
+                    e.gemm(m=nq, n=hd, k=nk, a=a(probs), a_stride=Pp * W,
+                           b=a(vcb) + fb0 * Pp * W, b_stride=Pp * W, c=a(o_acc),
+                           c_stride=hd * W)
+                    e.vec(Opcode.VMUL, sp(a(att) + qb * d * W + h * hd * W, W),
+                          acc(a(o_acc), W), hd, src2=inv, shift=L.att_shift)
+        ops.append(Op(p + "attention", [qkv, vcb], [att, s_acc, probs_i, probs, scal, o_acc],
+                      emit_attention))
+
+        def residual_linear(name, lin, inp, k_in, w):
+            out_acc = tensor(p + name + ".acc", Space.ACC, d * Pp)
+
+            def emit(a):
+                e.gemm(m=P, n=d, k=k_in, a=a(inp), a_stride=k_in * W, b=a(w),
+                       b_stride=k_in * W, c=a(out_acc), c_stride=d * W)
+                for blk in range(nb):
+                    o = acc(a(out_acc) + blk * d * W, W)
+                    self._requant(e, lin, p + name, src=o, dst=o, rows=d, packed=False)
+                e.vec(Opcode.VADD, acc(a(x), W), acc(a(x), W), d * nb, src2=acc(a(out_acc), W))
+            ops.append(Op(p + name, [inp, w, x], [out_acc, x], emit))
+
+        residual_linear("proj", L.proj, att, d, weight("proj"))
+
+        # ---- MLP ----
+        a2 = tensor(p + "ln2.out", Space.SP, d * Pp)
+        ln_op("ln2", L.ln2, a2)
+        w_fc = weight("fc")
+        fc_acc = tensor(p + "fc.acc", Space.ACC, ff * Pp)
+        hid = tensor(p + "gelu", Space.SP, ff * Pp)
+
+        def emit_fc(a):
+            e.gemm(m=P, n=ff, k=d, a=a(a2), a_stride=d * W, b=a(w_fc), b_stride=d * W,
+                   c=a(fc_acc), c_stride=ff * W)
+            for blk in range(nb):
+                self._requant(e, L.fc, p + "fc", src=acc(a(fc_acc) + blk * ff * W, W),
+                              dst=sp(a(hid) + blk * ff * W, W), rows=ff, packed=False)
+            e.vec(Opcode.VLUT, sp(a(hid), W), sp(a(hid), W), ff * nb, imm=1 + i)
+        ops.append(Op(p + "fc", [a2, w_fc], [fc_acc, hid], emit_fc))
+        residual_linear("proj2", L.proj2, hid, ff, weight("proj2"))
+
+    # =========================================================================================
+    # Decode
+    def decode(self, position: int, token_elem: int | None = None) -> ProgramInfo:
+        """The program for one new token at ``position`` (0-based, < n_ctx) whose id is the
+        int32 ACC element ``token_elem`` (default: where the previous program left it)."""
+        m, cfg, W, q = self.mcfg, self.cfg, self.W, self.q
+        t = position
+        if not 0 <= t < m.n_ctx:
+            raise CompileError(f"decode position {t} is outside the context 0..{m.n_ctx - 1}")
+        tok_elem = self.last_token_elem if token_elem is None else token_elem
+        d, H, hd, ff, V = m.d_model, m.n_head, m.head_dim, m.d_ff, m.vocab_size
+        B = cfg.dram_banks
+        b, e = self._setup_program()
+        plan = self._planner(b)
+
+        def tensor(name, space, elems):
+            return Tensor(name, space, -(-elems // W) * W)
+
+        kv = -(-(t + 1) // 32)                    # V columns (32 tokens each) in use
+        n_keys = max(32 * kv, -(-(t + 1) // B) * B)
+        n_keys = -(-n_keys // B) * B              # whole slots
+        rd = d // W
+        ops: list[Op] = []
+        x = tensor("x", Space.ACC, d)
+        xe = tensor("emb.tok", Space.SP, d)
+        xp = tensor("emb.pos", Space.SP, d)
+        tmp = tensor("emb.tmp", Space.ACC, d)
+
+        def emit_embed(a):
+            e.gather(Space.SP, table=self.r_wte.addr, table_bytes=self.r_wte.nbytes,
+                     idx_acc=tok_elem, idx_scale=d, sram=a(xe), sram_stride=0, rows=1,
+                     length=d, dram_stride=0)
+            e.load(Space.SP, dram=self.r_wpe.addr + t * d, dram_stride=0, sram=a(xp),
+                   sram_stride=0, rows=1, length=d)
+            e.vec(Opcode.VMUL, acc(a(x), W), sp(a(xe), W), rd, mode=Src2Mode.IMM, imm=q.emb_m)
+            e.vec(Opcode.VMUL, acc(a(tmp), W), sp(a(xp), W), rd, mode=Src2Mode.IMM,
+                  imm=q.pos_m)
+            e.vec(Opcode.VADD, acc(a(x), W), acc(a(x), W), rd, src2=acc(a(tmp), W))
+        scr = tensor("ln.scratch", Space.ACC, 2 * d)
+        scl = tensor("ln.scalars", Space.ACC, 4 * W)
+        ops.append(Op("embed", [], [x, xe, xp, tmp, scr, scl], emit_embed))
+
+        def gemv(mat: PimMatrix, inp_sp: int, n_in: int, out_acc: int) -> None:
+            e.wrgb(inp_sp, 0, n_in)
+            for row, col, ncols, kc, slot in mat.mac_segments(cfg):
+                e.mac(row=row, col=col, ncols=ncols, kc=kc, gb_chunk=0, slot=slot)
+            e.pim_read(slot=0, nslots=-(-mat.n_out // B), acc_addr=out_acc)
+
+        for i, L in enumerate(q.layers):
+            p = f"h.{i}."
+            a1 = tensor(p + "ln1.out", Space.SP, d)
+            qkv_acc = tensor(p + "qkv.acc", Space.ACC, 3 * d)
+            qkv = tensor(p + "qkv", Space.SP, 3 * d)
+            sc = tensor(p + "scores", Space.ACC, n_keys)
+            pi = tensor(p + "probs.idx", Space.SP, n_keys)
+            pr = tensor(p + "probs", Space.SP, n_keys)
+            sms = tensor(p + "softmax.scalars", Space.ACC, 3 * W)
+            oacc = tensor(p + "att.acc", Space.ACC, -(-hd // B) * B)
+            att = tensor(p + "att", Space.SP, d)
+            po = tensor(p + "proj.acc", Space.ACC, d)
+
+            def emit_attn(a, i=i, L=L, p=p, a1=a1, qkv_acc=qkv_acc, qkv=qkv, sc=sc, pi=pi,
+                          pr=pr, sms=sms, oacc=oacc, att=att, po=po):
+                self._layernorm(e, L.ln1, p + "ln1", x=acc(a(x), W), out=sp(a(a1), W),
+                                rows=rd, scratch=a(scr), scal=a(scl), packed=True)
+                gemv(self.pim_qkv[i], a(a1), d, a(qkv_acc))
+                self._requant(e, L.qkv, p + "qkv", src=acc(a(qkv_acc), W),
+                              dst=sp(a(qkv), W), rows=3 * d // W, packed=True)
+                for h in range(H):      # append k and v of position t to the caches
+                    km = self.pim_k[i][h]
+                    e.store(Space.SP, dram=km.addr(t, cfg), dram_stride=0,
+                            sram=a(qkv) + d + h * hd, sram_stride=0, rows=1, length=hd)
+                    vm = self.pim_v[i][h]
+                    for j0 in range(0, hd, B):
+                        nf = min(B, hd - j0)
+                        e.store(Space.SP, dram=vm.addr(j0, cfg, t), dram_stride=cfg.row_bytes,
+                                sram=a(qkv) + 2 * d + h * hd + j0, sram_stride=1, rows=nf,
+                                length=1)
+                sm = L.softmax
+                rk = n_keys // W
+                for h in range(H):
+                    km, vm = self.pim_k[i][h], self.pim_v[i][h]
+                    e.wrgb(a(qkv) + h * hd, 0, hd)
+                    for row, col, ncols, kc, slot in km.mac_segments(cfg, n_out=n_keys):
+                        e.mac(row=row, col=col, ncols=ncols, kc=kc, gb_chunk=0, slot=slot)
+                    e.pim_read(slot=0, nslots=n_keys // B, acc_addr=a(sc))
+                    S = acc(a(sc), W)
+                    mx, z, inv = (acc(a(sms) + k * W, 0) for k in range(3))
+                    e.mask(S, S, rk, W, 1, -t)
+                    e.reduce(Opcode.VREDMAX, mx, S, rk, horizontal=True)
+                    e.vec(Opcode.VSUB, S, S, rk, src2=mx)
+                    e.vec(Opcode.VMUL, sp(a(pi), W), S, rk, mode=Src2Mode.IMM, imm=sm.in_m,
+                          shift=sm.in_s)
+                    e.vec(Opcode.VLUT, sp(a(pr), W), sp(a(pi), W), rk, imm=LUT_EXP)
+                    e.reduce(Opcode.VREDSUM, z, sp(a(pr), W), rk, horizontal=True)
+                    e.vec(Opcode.VRECIP, inv, z, 1, imm=L.att_num)
+                    e.wrgb(a(pr), 0, 32 * kv)
+                    for row, col, ncols, kc, slot in vm.mac_segments(cfg, kc_used=kv):
+                        e.mac(row=row, col=col, ncols=ncols, kc=kc, gb_chunk=0, slot=slot)
+                    e.pim_read(slot=0, nslots=-(-hd // B), acc_addr=a(oacc))
+                    e.vec(Opcode.VMUL, sp(a(att) + h * hd, W), acc(a(oacc), W), hd // W,
+                          src2=inv, shift=L.att_shift)
+                gemv(self.pim_proj[i], a(att), d, a(po))
+                o = acc(a(po), W)
+                self._requant(e, L.proj, p + "proj", src=o, dst=o, rows=rd, packed=True)
+                e.vec(Opcode.VADD, acc(a(x), W), acc(a(x), W), rd, src2=o)
+            ops.append(Op(p + "attention", [x, scr, scl],
+                          [a1, qkv_acc, qkv, sc, pi, pr, sms, oacc, att, po, x], emit_attn))
+
+            a2 = tensor(p + "ln2.out", Space.SP, d)
+            fca = tensor(p + "fc.acc", Space.ACC, ff)
+            hid = tensor(p + "gelu", Space.SP, ff)
+            po2 = tensor(p + "proj2.acc", Space.ACC, d)
+
+            def emit_mlp(a, i=i, L=L, p=p, a2=a2, fca=fca, hid=hid, po2=po2):
+                self._layernorm(e, L.ln2, p + "ln2", x=acc(a(x), W), out=sp(a(a2), W),
+                                rows=rd, scratch=a(scr), scal=a(scl), packed=True)
+                gemv(self.pim_fc[i], a(a2), d, a(fca))
+                self._requant(e, L.fc, p + "fc", src=acc(a(fca), W), dst=sp(a(hid), W),
+                              rows=ff // W, packed=True)
+                e.vec(Opcode.VLUT, sp(a(hid), W), sp(a(hid), W), ff // W, imm=1 + i)
+                gemv(self.pim_proj2[i], a(hid), ff, a(po2))
+                o = acc(a(po2), W)
+                self._requant(e, L.proj2, p + "proj2", src=o, dst=o, rows=rd, packed=True)
+                e.vec(Opcode.VADD, acc(a(x), W), acc(a(x), W), rd, src2=o)
+            ops.append(Op(p + "mlp", [x, scr, scl], [a2, fca, hid, po2, x], emit_mlp))
+
+        f = tensor("ln_f", Space.SP, d)
+        lg = tensor("logits", Space.ACC, V)
+
+        def emit_head(a):
+            self._layernorm(e, q.ln_f, "ln_f", x=acc(a(x), W), out=sp(a(f), W), rows=rd,
+                            scratch=a(scr), scal=a(scl), packed=True)
+            gemv(self.pim_head, a(f), d, a(lg))
+            e.vec(Opcode.VMUL, acc(a(lg), W), acc(a(lg), W), V // W,
+                  src2=acc(self._c("head.m"), W), shift=HEAD_SHIFT)
+            e.reduce(Opcode.VARGMAX, acc(self.tok_row, 0), acc(a(lg), W), V // W,
+                     horizontal=True)
+            e.store(Space.ACC, dram=self.r_out.addr + 4 * (t + 1), dram_stride=0,
+                    sram=self.tok_row, sram_stride=0, rows=1, length=1)
+            e.halt()
+        ops.append(Op("head", [x, scr, scl], [f, lg], emit_head))
+
+        report = plan.run(ops)
+        self._check_size(b, self.r_dprog, "decode")
+        self.last_token_elem = self.tok_row
+        return ProgramInfo("decode", b.binary(), self.r_dprog.addr, self.r_out.addr + 4 * (t + 1),
+                           b.traffic, report, len(b.instructions), t,
+                           extra={"token_elem": self.tok_row})

@@ -1,0 +1,242 @@
+"""Scratchpad/accumulator planning: placement, liveness, eviction with spills, DRAM traffic.
+
+A program is a list of :class:`Op`; each op names the tensors it reads and writes and knows how
+to emit its instructions once every tensor has an SRAM address. The planner walks the ops in
+order and, for each one:
+
+1. makes the op's inputs resident — loading weights/constants from their DRAM home (compulsory
+   the first time, non-compulsory after an eviction) and spilled activations from the spill area;
+2. allocates its outputs (first fit over rows);
+3. when an allocation fails, evicts the resident tensor whose next use is farthest away
+   (Belady), storing it to the spill area first if it is an activation still needed;
+4. emits the op, frees tensors after their last use, and prefetches the next op's weights when
+   they fit without evicting anything, so their DMA overlaps this op's compute.
+
+The *peak footprint* is the high-water mark of the same placement with unbounded SRAM; with at
+least that much SRAM the planner never evicts, so the only DRAM traffic is compulsory (weights
+and inputs read once, outputs written once — COSMA's metric).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmaccel.hw.config import AccelConfig
+from llmaccel.hw.isa import Opcode, Space
+
+from .program import Access, CompileError, ProgramBuilder
+
+__all__ = ["Op", "PlanReport", "Planner", "Tensor"]
+
+
+@dataclass(eq=False)
+class Tensor:
+    """A buffer in SP (int8 elements) or ACC (int32 elements), a multiple of W elements.
+
+    ``home`` is the DRAM byte address of a weight/constant (loaded on demand); activations have
+    no home until the planner spills them. ``persistent`` tensors stay resident after the
+    program (constants reused by later programs) and are never evicted.
+    """
+
+    name: str
+    space: Space
+    elems: int
+    home: int | None = None
+    persistent: bool = False
+    # planner state
+    addr: int | None = None
+    loaded_once: bool = False
+    spill_addr: int | None = None
+    valid_in_dram: bool = False
+
+    @property
+    def mem(self) -> str:
+        return "SP" if self.space is Space.SP else "ACC"
+
+    @property
+    def esize(self) -> int:
+        return 1 if self.space is Space.SP else 4
+
+
+@dataclass
+class Op:
+    """One step of a program: reads ``inputs``, writes ``outputs`` (allocated for it), then
+    ``emit(addr)`` appends its instructions; ``addr(tensor)`` gives an element address."""
+
+    name: str
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    emit: Callable[[Callable[[Tensor], int]], None]
+
+
+@dataclass
+class PlanReport:
+    peak_sp: int = 0          # high-water mark, elements
+    peak_acc: int = 0
+    evictions: int = 0
+    spills: int = 0
+    reloads: int = 0
+    limits: dict = field(default_factory=dict)
+
+
+class _Arena:
+    """First-fit allocator over ``[base, limit)`` in units of rows."""
+
+    def __init__(self, base: int, limit: int):
+        self.base, self.limit = base, limit
+        self.used: list[tuple[int, int]] = []   # sorted (start, end)
+        self.high = base
+
+    def alloc(self, n: int) -> int | None:
+        pos = self.base
+        for s, e in self.used:
+            if s - pos >= n:
+                break
+            pos = max(pos, e)
+        if pos + n > self.limit:
+            return None
+        self.used.append((pos, pos + n))
+        self.used.sort()
+        self.high = max(self.high, pos + n)
+        return pos
+
+    def free(self, start: int) -> None:
+        self.used = [u for u in self.used if u[0] != start]
+
+
+class Planner:
+    """Runs a list of ops against SRAM limits (in elements) and a DRAM spill region."""
+
+    def __init__(self, cfg: AccelConfig, builder: ProgramBuilder, *, sp_base: int = 0,
+                 sp_limit: int | None = None, acc_base: int = 0, acc_limit: int | None = None,
+                 spill_addr: int = 0, spill_bytes: int = 0, prefetch: bool = True):
+        self.cfg = cfg
+        self.b = builder
+        w = cfg.row_width
+        self.arenas = {
+            Space.SP: _Arena(sp_base // w, (cfg.sp_bytes if sp_limit is None else sp_limit) // w),
+            Space.ACC: _Arena(acc_base // w,
+                              (cfg.acc_elems if acc_limit is None else acc_limit) // w),
+        }
+        self.spill_next, self.spill_end = spill_addr, spill_addr + spill_bytes
+        self.prefetch = prefetch
+        self.report = PlanReport(limits={"sp": self.arenas[Space.SP].limit * w,
+                                         "acc": self.arenas[Space.ACC].limit * w})
+        self.resident: list[Tensor] = []
+
+    # ---------------------------------------------------------------------------------------
+    def _dma(self, t: Tensor, dram: int, load: bool, compulsory: bool) -> None:
+        w = self.cfg.row_width
+        rows = t.elems // w
+        sram = Access(t.mem, t.addr, t.addr + t.elems)
+        dr = Access("DRAM", dram, dram + t.elems * t.esize)
+        op = Opcode.DMA_LOAD if load else Opcode.DMA_STORE
+        self.b.emit(op, reads=(dr,) if load else (sram,), writes=(sram,) if load else (dr,),
+                    space=t.space, dram_addr=dram, dram_stride=w * t.esize, sram_addr=t.addr,
+                    sram_stride=w, rows=rows, len=w)
+        self.b.count_dma(t.elems * t.esize, write=not load, compulsory=compulsory)
+
+    def _place(self, t: Tensor, uses: dict, now: int, pinned: set) -> None:
+        w = self.cfg.row_width
+        arena = self.arenas[t.space]
+        rows = t.elems // w
+        while True:
+            start = arena.alloc(rows)
+            if start is not None:
+                t.addr = start * w
+                self.resident.append(t)
+                return
+            victims = [v for v in self.resident
+                       if v.space is t.space and v not in pinned and not v.persistent]
+            if not victims:
+                raise CompileError(
+                    f"{t.name} ({t.elems * t.esize} bytes in {t.mem}) does not fit: the "
+                    f"{t.mem} holds {arena.limit * w * t.esize} bytes and the tensors this "
+                    f"step needs at once already use it; use a config with a larger "
+                    f"{'scratchpad (sp_bytes)' if t.space is Space.SP else 'accumulator'}")
+            victims.sort(key=lambda v: self._next_use(v, uses, now), reverse=True)
+            self._evict(victims[0], uses, now)
+
+    @staticmethod
+    def _next_use(t: Tensor, uses: dict, now: int) -> float:
+        later = [i for i in uses[t] if i > now]
+        return later[0] if later else float("inf")
+
+    def _evict(self, t: Tensor, uses: dict, now: int) -> None:
+        self.report.evictions += 1
+        needed_later = self._next_use(t, uses, now) != float("inf")
+        if needed_later and t.home is None and not t.valid_in_dram:
+            nbytes = t.elems * t.esize
+            if t.spill_addr is None:
+                if self.spill_next + nbytes > self.spill_end:
+                    raise CompileError(f"the DRAM spill area is too small to evict {t.name}")
+                t.spill_addr = self.spill_next
+                self.spill_next += nbytes
+            self._dma(t, t.spill_addr, load=False, compulsory=False)
+            t.valid_in_dram = True
+            self.report.spills += 1
+        self.arenas[t.space].free(t.addr // self.cfg.row_width)
+        self.resident.remove(t)
+        t.addr = None
+
+    def _load(self, t: Tensor) -> None:
+        if t.home is not None:
+            self._dma(t, t.home, load=True, compulsory=not t.loaded_once)
+            if t.loaded_once:
+                self.report.reloads += 1
+            t.loaded_once = True
+        elif t.valid_in_dram:
+            self._dma(t, t.spill_addr, load=True, compulsory=False)
+            self.report.reloads += 1
+        else:
+            raise CompileError(f"internal: {t.name} is read before it is written")
+
+    def _free(self, t: Tensor) -> None:
+        if t.addr is not None and not t.persistent:
+            self.arenas[t.space].free(t.addr // self.cfg.row_width)
+            self.resident.remove(t)
+            t.addr = None
+
+    # ---------------------------------------------------------------------------------------
+    def run(self, ops: list[Op]) -> PlanReport:
+        uses: dict[Tensor, list[int]] = {}
+        for i, op in enumerate(ops):
+            for t in (*op.inputs, *op.outputs):
+                uses.setdefault(t, []).append(i)
+        for i, op in enumerate(ops):
+            pinned = set(op.inputs) | set(op.outputs)
+            for t in op.inputs:
+                if t.addr is None:
+                    self._place(t, uses, i, pinned)
+                    self._load(t)
+            for t in op.outputs:
+                if t.addr is None:
+                    self._place(t, uses, i, pinned)
+                t.valid_in_dram = False   # written now: any spilled copy is stale
+            op.emit(_addr_of)
+            for t in pinned:
+                if uses[t][-1] == i:
+                    self._free(t)
+            if self.prefetch and i + 1 < len(ops):
+                self._prefetch(ops[i + 1])
+        w = self.cfg.row_width
+        self.report.peak_sp = self.arenas[Space.SP].high * w
+        self.report.peak_acc = self.arenas[Space.ACC].high * w
+        return self.report
+
+    def _prefetch(self, op: Op) -> None:
+        for t in op.inputs:
+            if t.addr is None and t.home is not None:
+                start = self.arenas[t.space].alloc(t.elems // self.cfg.row_width)
+                if start is None:
+                    return
+                t.addr = start * self.cfg.row_width
+                self.resident.append(t)
+                self._load(t)
+
+
+def _addr_of(t: Tensor) -> int:
+    if t.addr is None:
+        raise CompileError(f"internal: {t.name} has no address")
+    return t.addr

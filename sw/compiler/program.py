@@ -1,0 +1,181 @@
+"""Program builder: emits instructions and derives their wait masks from what they touch.
+
+Every emitted instruction declares the SRAM rows and DRAM columns it reads and writes. The builder
+keeps, per row/column, the last writer and the last reader of each unit, plus a vector clock per
+instruction (the latest instruction of each unit known to have completed before it starts), and
+sets exactly the wait bits needed to order every cross-unit read-after-write, write-after-read
+and write-after-write. This is the constructive twin of the golden model's race checker, which
+then proves the result race-free at element granularity.
+
+It also accounts DRAM traffic: every DMA is tagged compulsory (weights and inputs read once,
+outputs written once) or not (spills and reloads), COSMA's metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmaccel.hw.config import AccelConfig
+from llmaccel.hw.errors import LlmaccelError
+from llmaccel.hw.isa import INSTR_BYTES, Instruction, Opcode, Space, Unit
+from llmaccel.sw.asm import instr, to_binary
+
+__all__ = ["Access", "CompileError", "ProgramBuilder", "Traffic"]
+
+UNITS = (Unit.LOAD, Unit.STORE, Unit.GEMM, Unit.PIM, Unit.VEC)
+_UIDX = {u: i for i, u in enumerate(UNITS)}
+
+
+class CompileError(LlmaccelError):
+    """A model or request the compiler cannot lower onto the configured accelerator."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """A half-open element range ``[lo, hi)`` of one memory: ``"SP"``, ``"ACC"`` (elements) or
+    ``"DRAM"`` (bytes)."""
+
+    mem: str
+    lo: int
+    hi: int
+
+
+@dataclass
+class Traffic:
+    """DRAM bytes moved by DMA, split by purpose."""
+
+    compulsory_read: int = 0
+    compulsory_write: int = 0
+    spill_read: int = 0
+    spill_write: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.compulsory_read + self.compulsory_write + self.spill_read + self.spill_write
+
+    @property
+    def compulsory(self) -> int:
+        return self.compulsory_read + self.compulsory_write
+
+    @property
+    def non_compulsory(self) -> int:
+        return self.spill_read + self.spill_write
+
+    def add(self, other: Traffic) -> None:
+        self.compulsory_read += other.compulsory_read
+        self.compulsory_write += other.compulsory_write
+        self.spill_read += other.spill_read
+        self.spill_write += other.spill_write
+
+
+@dataclass
+class ProgramBuilder:
+    """Collects instructions with automatically derived wait masks."""
+
+    cfg: AccelConfig
+    instructions: list[Instruction] = field(default_factory=list)
+    traffic: Traffic = field(default_factory=Traffic)
+
+    def __post_init__(self):
+        cfg = self.cfg
+        self._gran = {"SP": cfg.row_width, "ACC": cfg.row_width, "DRAM": cfg.col_bytes}
+        sizes = {"SP": cfg.sp_rows, "ACC": cfg.acc_rows,
+                 "DRAM": cfg.dram_bytes // cfg.col_bytes}
+        n = len(UNITS)
+        self._last_w = {m: np.full(s, -1, np.int32) for m, s in sizes.items()}
+        self._last_w_unit = {m: np.full(s, -1, np.int8) for m, s in sizes.items()}
+        self._last_r = {m: np.full((n, s), -1, np.int32) for m, s in sizes.items()}
+        self._last_of_unit = [-1] * n
+        self._vc: list[np.ndarray] = []
+
+    # ---------------------------------------------------------------------------------------
+    def _rows(self, a: Access) -> slice:
+        g = self._gran[a.mem]
+        return slice(a.lo // g, -(-a.hi // g))
+
+    def emit(self, opcode: Opcode, reads: tuple[Access, ...] = (), writes: tuple[Access, ...] = (),
+             **fields) -> Instruction:
+        """Append one instruction; its wait mask is computed from ``reads``/``writes``."""
+        ins = instr(opcode, **fields)
+        unit = ins.unit
+        n = len(UNITS)
+        idx = len(self.instructions)
+        vc = np.full(n, -1, np.int64)
+        if unit is not None:
+            p = self._last_of_unit[_UIDX[unit]]
+            if p >= 0:
+                vc = np.maximum(vc, self._vc[p])
+                vc[_UIDX[unit]] = p
+        need: set[int] = set()
+        ui = _UIDX[unit] if unit is not None else -1
+        for a in reads:
+            if a.hi <= a.lo:
+                continue
+            sl = self._rows(a)
+            w = self._last_w[a.mem][sl]
+            wu = self._last_w_unit[a.mem][sl]
+            for v in np.unique(wu[wu >= 0]):
+                if v != ui and w[wu == v].max() > vc[v]:
+                    need.add(int(v))
+        for a in writes:
+            if a.hi <= a.lo:
+                continue
+            sl = self._rows(a)
+            w = self._last_w[a.mem][sl]
+            wu = self._last_w_unit[a.mem][sl]
+            for v in np.unique(wu[wu >= 0]):
+                if v != ui and w[wu == v].max() > vc[v]:
+                    need.add(int(v))
+            for v in range(n):
+                if v != ui and self._last_r[a.mem][v][sl].max(initial=-1) > vc[v]:
+                    need.add(v)
+        if opcode is Opcode.HALT:
+            need = set(range(n))
+        wait = Unit(0)
+        for v in sorted(need):
+            wait |= UNITS[v]
+            j = self._last_of_unit[v]
+            if j >= 0:
+                vc = np.maximum(vc, self._vc[j])
+                vc[v] = max(vc[v], j)
+        if opcode is Opcode.HALT:
+            wait = Unit(0)   # HALT drains every unit by definition
+        ins = ins.replace(wait=wait) if wait else ins
+        self.instructions.append(ins)
+        self._vc.append(vc)
+        if unit is not None:
+            for a in reads:
+                if a.hi > a.lo:
+                    self._last_r[a.mem][ui][self._rows(a)] = idx
+            for a in writes:
+                if a.hi > a.lo:
+                    sl = self._rows(a)
+                    self._last_w[a.mem][sl] = idx
+                    self._last_w_unit[a.mem][sl] = ui
+            self._last_of_unit[ui] = idx
+        return ins
+
+    # ---------------------------------------------------------------------------------------
+    def count_dma(self, nbytes: int, *, write: bool, compulsory: bool) -> None:
+        t = self.traffic
+        if write and compulsory:
+            t.compulsory_write += nbytes
+        elif write:
+            t.spill_write += nbytes
+        elif compulsory:
+            t.compulsory_read += nbytes
+        else:
+            t.spill_read += nbytes
+
+    def binary(self) -> bytes:
+        return to_binary(self.instructions)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.instructions) * INSTR_BYTES
+
+
+def sram_mem(space: Space) -> str:
+    return "SP" if space is Space.SP else "ACC"
