@@ -559,27 +559,62 @@ def encode(opcode: Opcode, wait: Unit | int = 0, **fields) -> int:
         if name not in info.fields:
             raise EncodeError(f"{opcode.name} has no field {name!r} "
                               f"(its fields: {', '.join(info.fields) or 'none'})")
-    layout = data.Layout.cast(info.fmt)
-    init: dict = {"hdr": {"opcode": opcode, "wait": _check_leaf(opcode, "wait", Unit, wait)}}
+    table = _table(info.fmt)
+    word = opcode.value | (_check_leaf(opcode, "wait", Unit, wait).value << _WAIT_OFFSET)
     for name, value in fields.items():
-        shape = layout[name].shape
-        if isinstance(shape, type) and issubclass(shape, data.Struct):
+        kind, spec = table[name]
+        if kind == "struct":
             if not isinstance(value, Mapping):
                 raise EncodeError(f"{opcode.name} field '{name}' must be a mapping of "
-                                  f"{', '.join(n for n, _ in data.Layout.cast(shape))}")
-            sub_layout = data.Layout.cast(shape)
-            sub = {}
+                                  f"{', '.join(spec)}")
             for sname, svalue in value.items():
-                try:
-                    sshape = sub_layout[sname].shape
-                except KeyError:
+                if sname not in spec:
                     raise EncodeError(f"{opcode.name} field '{name}' has no part "
                                       f"{sname!r}") from None
-                sub[sname] = _check_leaf(opcode, f"{name}.{sname}", sshape, svalue)
-            init[name] = sub
+                shape, off, width = spec[sname]
+                v = _check_leaf(opcode, f"{name}.{sname}", shape, svalue)
+                word |= (_raw(v) & ((1 << width) - 1)) << off
         else:
-            init[name] = _check_leaf(opcode, name, shape, value)
-    return int(layout.const(init).as_bits())
+            shape, off, width = spec
+            v = _check_leaf(opcode, name, shape, value)
+            word |= (_raw(v) & ((1 << width) - 1)) << off
+    return word
+
+
+def _raw(v) -> int:
+    return v.value if isinstance(v, (enum.Enum, enum.Flag)) else int(v)
+
+
+_WAIT_OFFSET = data.Layout.cast(Header)["wait"].offset
+_TABLES: dict[type, dict] = {}
+
+
+def _table(fmt: type) -> dict:
+    """Per top-level field of a format: ("leaf", (shape, offset, width)) or ("struct",
+    {part: (shape, offset, width)}), read once from the amaranth.lib.data layout (the layout
+    stays the single definition; this only caches its offsets)."""
+    t = _TABLES.get(fmt)
+    if t is None:
+        t = {}
+        for name, fld in data.Layout.cast(fmt):
+            shape = fld.shape
+            if isinstance(shape, type) and issubclass(shape, data.Struct):
+                t[name] = ("struct", {s: (f.shape, fld.offset + f.offset,
+                                          Shape.cast(f.shape).width)
+                                      for s, f in data.Layout.cast(shape)})
+            else:
+                t[name] = ("leaf", (shape, fld.offset, Shape.cast(shape).width))
+        _TABLES[fmt] = t
+    return t
+
+
+def _extract(word: int, shape, off: int, width: int):
+    v = (word >> off) & ((1 << width) - 1)
+    if isinstance(shape, type) and issubclass(shape, (enum.Enum, enum.Flag)):
+        return shape(v)       # ValueError for an Enum value with no member
+    if Shape.cast(shape).signed and v >> (width - 1):
+        v -= 1 << width
+    return v
 
 
 class DecodeError(LlmaccelError):
@@ -612,18 +647,20 @@ def decode(word: int | bytes) -> "Instruction":
                           f"{opcode.name} has reserved bits set "
                           f"({word & reserved_mask(opcode):#x})")
     info = OPCODES[opcode]
-    view = data.Layout.cast(info.fmt).from_bits(word)
+    table = _table(info.fmt)
     fields = {}
     for name in info.fields:
+        kind, spec = table[name]
         try:
-            v = getattr(view, name)
-            if isinstance(v, data.Const):
-                v = {sub: getattr(v, sub) for sub, _ in v.shape()}
+            if kind == "struct":
+                fields[name] = {s: _extract(word, *sp) for s, sp in spec.items()}
+            else:
+                fields[name] = _extract(word, *spec)
         except ValueError as e:  # an enum field holding a value with no member
             raise DecodeError(ErrorCode.ILLEGAL_FIELD,
                               f"{opcode.name} field '{name}': {e}") from None
-        fields[name] = v
-    return Instruction._decoded(opcode, view.hdr.wait, fields)
+    wait = Unit((word >> _WAIT_OFFSET) & ((1 << Shape.cast(Unit).width) - 1))
+    return Instruction._decoded(opcode, wait, fields)
 
 
 def unit_of(opcode: Opcode) -> Unit | None:

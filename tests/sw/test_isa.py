@@ -192,3 +192,14 @@ def test_enum_field_without_a_member_is_an_illegal_field():
     with pytest.raises(DecodeError) as e:
         decode(word | (3 << off))
     assert e.value.code is ErrorCode.ILLEGAL_FIELD
+
+
+@settings(max_examples=300, deadline=None)
+@given(instructions())
+def test_encoding_equals_the_amaranth_struct_constant(ins):
+    # encode() packs bits from cached field offsets; the amaranth.lib.data layout is the
+    # definition, so its constant must be the same word.
+    info = OPCODES[ins.opcode]
+    init = {"hdr": {"opcode": ins.opcode, "wait": ins.wait}}
+    init |= {name: getattr(ins, name) for name in info.fields}
+    assert ins.encode() == int(data.Layout.cast(info.fmt).const(init).as_bits())
