@@ -34,7 +34,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(JOBS) -p xdist
+	$(BIN)/python -m pytest -q -n $(JOBS) -p xdist -m "not slow"
 
 soak: setup
 	LLMACCEL_SOAK=1 $(BIN)/python -m pytest -q -n $(JOBS) -p xdist -m slow

@@ -504,7 +504,9 @@ class GoldenMachine:
             self._sram_check(src2["space"], min(ends), max(ends), pc, "src2")
             idx = src2["addr"] + np.arange(rows, dtype=np.int64) * src2["stride"]
             vals = self._mem(src2["space"])[idx].astype(np.int64)[:, None]
-            return vals, [(src2["space"].name, idx)]
+            # (rows, 1): one element read per row, so the same-instruction overlap check sees
+            # which row reads it.
+            return vals, [(src2["space"].name, idx[:, None])]
         raise MachineError(ErrorCode.ILLEGAL_FIELD, pc, f"src2 mode {mode!r} is reserved")
 
     def _vec_write(self, dmem, d_idx, out, dst, reads, acc):

@@ -394,3 +394,10 @@ def test_state_persists_across_runs():
     v = m.acc[0:4].copy()
     assert run(m, "vadd dst=acc:0:4 src1=acc:0:4 src2=imm imm=5 rows=1\nhalt").ok
     np.testing.assert_array_equal(m.acc[0:4], nx.sat(v.astype(np.int64) + 5, 32))
+
+
+def test_scalar_operand_written_by_an_earlier_row_is_flagged():
+    # Row 0 writes ACC[0]; later rows read ACC[0] as their SCALAR operand: the pipelined RTL
+    # would read the old value, so the golden model must refuse the program.
+    with pytest.raises(RaceError, match="of the same instruction"):
+        run(machine(), "vadd dst=acc:0:4 src1=acc:64:4 src2=scalar:acc:0:0 rows=3\nhalt")

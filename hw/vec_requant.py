@@ -1,0 +1,71 @@
+"""The vector unit's requantisation stage: round-half-up right shift, then saturation."""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["T_BITS", "VecRequant", "saturate"]
+
+#: Width of the exact intermediate ``t`` of a vector operation: a 32×32-bit signed product.
+T_BITS = 64
+
+_INT8_MIN, _INT8_MAX = -(1 << 7), (1 << 7) - 1
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def saturate(value, to_acc):
+    """Expression clamping the signed ``value`` to int32 when ``to_acc`` is high, else to int8.
+
+    The result fits ``signed(32)``; an SP destination keeps the low 8 bits. This is
+    ``numerics.sat`` for the two destination types of every vector instruction.
+    """
+    s8 = Mux(value > _INT8_MAX, _INT8_MAX, Mux(value < _INT8_MIN, _INT8_MIN, value))
+    s32 = Mux(value > _INT32_MAX, _INT32_MAX, Mux(value < _INT32_MIN, _INT32_MIN, value))
+    return Mux(to_acc, s32, s8)
+
+
+class VecRequant(wiring.Component):
+    """``out = sat_T(rshift_round(t, shift))`` for ``lanes`` lanes, combinationally.
+
+    ``rshift_round(t, s) = (t >> s) + ((t >> (s-1)) & 1)`` (round half up, ``t`` for ``s = 0``)
+    is computed as ``((2t >> s) + 1) >> 1``: one arithmetic shift of a 65-bit value whose low bit
+    is the rounding bit, so ``s = 0`` needs no special case and nothing can overflow.
+
+    Parameters
+    ----------
+    lanes : int
+        Number of lanes.
+
+    Ports
+    -----
+    i_t : In(ArrayLayout(signed(64), lanes))
+        Exact intermediate values.
+    i_shift : In(unsigned(6))
+        Right shift, 0..63.
+    i_to_acc : In(1)
+        Saturate to int32 (ACC destination) when high, to int8 (SP destination) when low.
+    o_out : Out(ArrayLayout(signed(32), lanes))
+        Requantised, saturated values (sign-extended to 32 bits for an SP destination).
+    """
+
+    def __init__(self, lanes: int):
+        if not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+        self.lanes = lanes
+        super().__init__({
+            "i_t": In(data.ArrayLayout(signed(T_BITS), lanes)),
+            "i_shift": In(unsigned(6)),
+            "i_to_acc": In(1),
+            "o_out": Out(data.ArrayLayout(signed(32), lanes)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        for j in range(self.lanes):
+            t = self.i_t[j]
+            half = (t << 1) >> self.i_shift           # t >> (s-1), or 2t when s = 0
+            rounded = (half + 1) >> 1
+            m.d.comb += self.o_out[j].eq(saturate(rounded, self.i_to_acc))
+        return m
