@@ -67,7 +67,7 @@ class Backend(ABC):
     def state(self) -> dict[str, np.ndarray]:
         """Every architectural memory (dram, sp, acc, and where visible gbuf, pacc, lut)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most backends hold nothing)
         """Release simulator resources."""
 
 
