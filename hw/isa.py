@@ -312,7 +312,9 @@ OPCODES: dict[Opcode, OpInfo] = {info.opcode: info for info in (
            "feeds the next GEMM's A operand after requantisation. Lanes i%R ≥ m of the last "
            "block are neither read meaningfully nor written.",
            "a_addr, a_stride, b_addr, b_stride, c_addr, c_stride are multiples of W "
-           "(MISALIGNED); every row touched is inside its SRAM (SRAM_RANGE)."),
+           "(MISALIGNED); with more than one block of R rows (m > R) the result blocks must "
+           "not overlap, c_stride ≥ n·W (ILLEGAL_FIELD); every row touched is inside its SRAM "
+           "(SRAM_RANGE)."),
     OpInfo(Opcode.PIM_WRGB, Unit.PIM, PimInstr, ("sram_addr", "gb_addr", "len"),
            "SP → PIM global buffer",
            "GBUF[gb_addr + e] ← SP[sram_addr + e] for e < len. The bytes travel over the DRAM "

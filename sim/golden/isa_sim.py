@@ -321,6 +321,12 @@ class GoldenMachine:
         if m == 0 or n == 0:
             return
         mb, nb = -(-m // R), -(-n // C)
+        if mb > 1 and ins.c_stride < n * W:
+            # The array writes fold by fold; overlapping result blocks would make the result
+            # depend on that order, so the ISA forbids them.
+            raise MachineError(ErrorCode.ILLEGAL_FIELD, pc,
+                               f"GEMM result blocks overlap: c_stride {ins.c_stride} < n·W "
+                               f"{n * W} with {mb} row blocks")
         if k:
             self._sram_check(Space.SP, ins.a_addr,
                              ins.a_addr + (mb - 1) * ins.a_stride + k * W - 1, pc, "GEMM A")

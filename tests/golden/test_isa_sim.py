@@ -401,3 +401,9 @@ def test_scalar_operand_written_by_an_earlier_row_is_flagged():
     # would read the old value, so the golden model must refuse the program.
     with pytest.raises(RaceError, match="of the same instruction"):
         run(machine(), "vadd dst=acc:0:4 src1=acc:64:4 src2=scalar:acc:0:0 rows=3\nhalt")
+
+
+def test_gemm_overlapping_result_blocks_are_illegal():
+    res = run(machine(), "gemm m=8 n=4 k=4 b_addr=512 c_stride=8\nhalt")
+    assert res.error is ErrorCode.ILLEGAL_FIELD
+    assert run(machine(), "gemm m=4 n=4 k=4 b_addr=512 c_stride=8\nhalt").ok  # one block
