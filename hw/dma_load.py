@@ -1,0 +1,389 @@
+"""DMA load engine: DMA_LOAD and DMA_GATHER, DRAM → scratchpad / accumulator."""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AccelConfig
+from .isa import DmaInstr, Opcode, Space
+from .ports import (
+    acc_read_signature,
+    acc_write_signature,
+    dram_port_signature,
+    sp_write_signature,
+)
+
+__all__ = ["GATHER_START", "LOAD_OUTSTANDING", "LOAD_START", "DmaLoad", "load_window_columns"]
+
+#: Column requests in flight at most (the response FIFO's depth): one DRAM row of 1 KiB, enough
+#: to cover a row-miss latency at the channel's data rate.
+LOAD_OUTSTANDING = 32
+#: First active cycle after the i_cmd handshake (cycle 0) of a DMA_LOAD ...
+LOAD_START = 1
+#: ... and of a DMA_GATHER, which first reads its index (cycle 0), computes the base (cycle 1)
+#: and checks the range (cycle 2); ``o_gather_checked`` is high in this cycle.
+GATHER_START = 3
+
+_COL = 32      # bytes per DRAM column
+_ABITS = 35    # signed DRAM byte addresses: in range plus or minus one stride
+_SBITS = 22    # signed SRAM element addresses: in range plus or minus one stride
+_IBITS = 32    # request counters
+
+
+def load_window_columns(cfg: AccelConfig) -> int:
+    """Columns the window holds: as many as one accumulator beat (4·W bytes at any byte
+    alignment) can touch, plus one so that a column can move in while the current beat still
+    uses the oldest one (full rate when every beat needs two columns)."""
+    return -(-(4 * cfg.row_width + _COL - 1) // _COL) + 1
+
+
+class DmaLoad(wiring.Component):
+    """Executes DMA_LOAD and DMA_GATHER exactly as ``GoldenMachine._exec_dma_load`` /
+    ``_exec_dma_gather``: rows × len elements (int8 into SP, little-endian int32 into ACC) from a
+    2-D strided DRAM region, with broadcast, any byte alignment in DRAM, any element alignment in
+    SRAM, negative strides, and later rows overwriting earlier ones where SRAM destinations
+    overlap (rows are written in program order).
+
+    Microarchitecture (docs/dma.md has the pictures; sim/golden/timing_dma.py the exact timing):
+
+    * a **request walker** visits every (row, DRAM column) pair, one per cycle, and requests the
+      column unless it is the column it requested last (rows that start in the column the
+      previous row ended in reuse it); up to ``outstanding`` requests are in flight;
+    * responses enter a FIFO (``outstanding`` deep, so ``dram.rsp.ready`` never actually drops)
+      and move one per cycle into a **window**, a shift register of the last K columns
+      (:func:`load_window_columns`);
+    * a **beat walker** visits every (row, SRAM row) pair and, once the window holds every column
+      the beat needs, cuts the beat's bytes out of the window with one byte shifter and writes the
+      SRAM row with a per-lane enable the next cycle. A column moves into the window only while
+      the oldest window column is not needed by the current beat.
+
+    A long transfer therefore runs at one SRAM row per cycle or one DRAM column per cycle,
+    whichever the DRAM's rate and the row width make slower.
+
+    ``o_done`` is high for one cycle, in the cycle after the last SRAM write (for an empty
+    transfer, the cycle after the handshake); the engine accepts its next instruction in that
+    cycle. ``i_cmd.ready`` is high exactly when ``o_busy`` is low.
+
+    DMA_GATHER reads the int32 index from ACC element ``idx_addr`` through ``acc_rd`` in the
+    handshake cycle, forms ``base = dram_addr + index·idx_scale`` in cycle 1 and checks the range
+    in cycle 2. In cycle 3 (:data:`GATHER_START`) ``o_gather_checked`` is high for one cycle; if
+    the index is negative or the transfer leaves DRAM, ``o_error`` and ``o_done`` are high in the
+    same cycle and nothing was requested or written. Otherwise the transfer runs from cycle 3 like
+    a DMA_LOAD from ``base``. The controller may dispatch past a gather once it sees
+    ``o_gather_checked`` without ``o_error``.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+    outstanding : int
+        Maximum column requests in flight (and response FIFO depth).
+
+    Ports
+    -----
+    i_cmd : ``In(stream.Signature(DmaInstr))``
+        Instructions (DMA_LOAD or DMA_GATHER) that passed the controller's checks.
+    o_done, o_busy : ``Out(1)``
+        Completion pulse (once per instruction, in order) and busy level.
+    o_error : ``Out(1)``
+        One-cycle pulse, with ``o_gather_checked`` and ``o_done``, for a gather out of range.
+    o_gather_checked : ``Out(1)``
+        One-cycle pulse when a gather's index has been checked.
+    dram : ``Out(dram_port_signature(cfg))``
+        Column read requests (``write`` = 0) and their in-order responses.
+    sp_wr, acc_wr : ``In(sp_write_signature(cfg))``, ``In(acc_write_signature(cfg))``
+        SRAM write ports (row address, row data, per-lane enable).
+    acc_rd : ``In(acc_read_signature(cfg))``
+        Accumulator read port for the gather index.
+    """
+
+    def __init__(self, cfg: AccelConfig, *, outstanding: int = LOAD_OUTSTANDING):
+        if not isinstance(outstanding, int) or outstanding < 1:
+            raise ValueError(f"outstanding must be a positive integer, not {outstanding!r}")
+        self.cfg = cfg
+        self.outstanding = outstanding
+        super().__init__({
+            "i_cmd": In(stream.Signature(DmaInstr)),
+            "o_done": Out(1),
+            "o_busy": Out(1),
+            "o_error": Out(1),
+            "o_gather_checked": Out(1),
+            "dram": Out(dram_port_signature(cfg)),
+            "sp_wr": In(sp_write_signature(cfg)),
+            "acc_wr": In(acc_write_signature(cfg)),
+            "acc_rd": In(acc_read_signature(cfg)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        W = cfg.row_width
+        lw = W.bit_length() - 1
+        K = load_window_columns(cfg)
+        P = 4 * (W - 1)          # window padding below: lanes before the first element of a row
+        D = self.outstanding
+        B_acc = 4 * W            # bytes of an accumulator row (the widest beat)
+
+        ins = Signal(DmaInstr)
+        done = Signal()
+        error = Signal()
+        checked = Signal()
+        m.d.sync += [done.eq(0), error.eq(0), checked.eq(0)]
+        m.d.comb += [self.o_done.eq(done), self.o_error.eq(error),
+                     self.o_gather_checked.eq(checked)]
+
+        def geometry(src):
+            """Per-instruction values of a DmaInstr view (the payload or the register)."""
+            acc = src.space == Space.ACC
+            ls = Mux(acc, 2, 0)
+            bcast = src.bcast & (src.hdr.opcode == Opcode.DMA_LOAD)
+            ns = Mux(acc, src.len << 2, src.len)
+            span = Mux(bcast, Mux(acc, 4, 1), ns)
+            return acc, ls, bcast, ns, span
+
+        # Intermediate values are named signals: an expression object used in several places
+        # is otherwise elaborated once per use.
+        acc = Signal()
+        ls = Signal(2)
+        bcast = Signal()
+        ns = Signal(18)                        # bytes per row
+        span = Signal(18)                      # DRAM bytes per row (one element if bcast)
+        B = Signal(range(B_acc + 1))           # bytes per SRAM row
+        m.d.comb += [a.eq(b) for a, b in zip((acc, ls, bcast, ns, span), geometry(ins),
+                                             strict=True)]
+        m.d.comb += B.eq(Mux(acc, B_acc, W))
+        dstride = ins.dram_stride
+        sstride = ins.sram_stride
+
+        # Request walker state.
+        rw_active = Signal()
+        rw_a = Signal(signed(_ABITS))          # DRAM byte address of the current row
+        rw_col = Signal(signed(_ABITS - 5))    # current column
+        rw_c1 = Signal(signed(_ABITS - 5))     # last column of the current row
+        rw_left = Signal(16)                   # rows left, the current one included
+        rw_last = Signal(signed(_ABITS - 5))   # column requested last
+        rw_last_valid = Signal()
+        # Beat walker state.
+        bw_active = Signal()
+        bw_a = Signal(signed(_ABITS))          # DRAM byte address of the current row
+        bw_b = Signal(signed(_SBITS))          # SRAM element address of the current row
+        bw_q = Signal(signed(_SBITS))          # SRAM row of the current beat
+        bw_base = Signal(signed(_ABITS))       # DRAM address of the current beat's lane 0
+        bw_j0 = Signal(_IBITS)                 # request index of the row's first column
+        bw_left = Signal(16)
+        nloads = Signal(_IBITS)                # columns moved into the window so far
+        inflight = Signal(range(D + 1))
+        fin = Signal()                         # the last beat's SRAM write is this cycle
+
+        # Comb values are assigned unconditionally (outside m.If): the Verilog then has
+        # continuous assignments, which Icarus evaluates at time 0, rather than always @*
+        # blocks, which it only runs when an input changes.
+        def launch(src, base, tag):
+            """Start both walkers on row 0 of ``src`` with DRAM base ``base``."""
+            _, s_ls, _, _, s_span = geometry(src)
+            a = Signal(signed(_ABITS), name=f"launch_{tag}_a")
+            b = Signal(signed(_SBITS), name=f"launch_{tag}_b")
+            c1 = Signal(signed(_ABITS - 5), name=f"launch_{tag}_c1")
+            base_q = Signal(signed(_ABITS), name=f"launch_{tag}_base")
+            m.d.comb += [a.eq(base), b.eq(src.sram_addr), c1.eq((a + s_span - 1) >> 5),
+                         base_q.eq(a - (b[:lw] << s_ls))]
+            return a, b, c1, base_q, src.rows
+
+        def start(values):
+            a, b, c1, base_q, rows = values
+            m.d.sync += [
+                rw_active.eq(1), rw_a.eq(a), rw_col.eq(a >> 5), rw_c1.eq(c1),
+                rw_left.eq(rows), rw_last_valid.eq(0),
+                bw_active.eq(1), bw_a.eq(a), bw_b.eq(b), bw_q.eq(b >> lw), bw_base.eq(base_q),
+                bw_j0.eq(0), bw_left.eq(rows), nloads.eq(0),
+            ]
+
+        def empty(src):
+            return (src.rows == 0) | (src.len == 0)
+
+        # Gather index and range check.
+        g_base = Signal(signed(52))
+        g_neg = Signal()
+        g_ext = Signal(signed(50))
+        index = Signal(signed(32))              # the gather index, in cycle 1
+        m.d.comb += index.eq(self.acc_rd.data[ins.idx_addr[:lw]])
+        g_lo = g_base + Mux(g_ext < 0, g_ext, 0)
+        g_hi = g_base + Mux(g_ext > 0, g_ext, 0) + ns - 1
+        g_bad = Signal()
+        m.d.comb += g_bad.eq(g_neg | (~empty(ins) & ((g_lo < 0) | (g_hi >= cfg.dram_bytes))))
+
+        cmd = self.i_cmd.payload
+        from_cmd = launch(cmd, cmd.dram_addr, "cmd")
+        from_gather = launch(ins, g_base, "gather")
+        is_gather = cmd.hdr.opcode == Opcode.DMA_GATHER
+        with m.FSM() as fsm:
+            with m.State("IDLE"), m.If(self.i_cmd.valid):
+                m.d.sync += ins.eq(cmd)
+                with m.If(is_gather):
+                    m.next = "GATHER_BASE"
+                with m.Elif(empty(cmd)):
+                    m.d.sync += done.eq(1)
+                with m.Else():
+                    start(from_cmd)
+                    m.next = "RUN"
+            with m.State("GATHER_BASE"):
+                m.d.sync += [
+                    g_base.eq(ins.dram_addr + index * ins.idx_scale),
+                    g_neg.eq(index < 0),
+                    g_ext.eq((ins.rows - 1) * dstride),
+                ]
+                m.next = "GATHER_CHECK"
+            with m.State("GATHER_CHECK"):
+                m.d.sync += checked.eq(1)
+                with m.If(g_bad):
+                    m.d.sync += [error.eq(1), done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(empty(ins)):
+                    m.d.sync += done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    start(from_gather)
+                    m.next = "RUN"
+            with m.State("RUN"), m.If(fin):
+                m.d.sync += done.eq(1)
+                m.next = "IDLE"
+        m.d.comb += [
+            self.i_cmd.ready.eq(fsm.ongoing("IDLE")),
+            self.o_busy.eq(~fsm.ongoing("IDLE")),
+            self.acc_rd.addr.eq(cmd.idx_addr >> lw),
+            self.acc_rd.en.eq(fsm.ongoing("IDLE") & self.i_cmd.valid & is_gather),
+        ]
+
+        # ---------------------------------------------------------------------------------
+        # Request walker: one (row, column) pair per cycle.
+        req = self.dram.req
+        dup = Signal()
+        req_hs = Signal()
+        m.d.comb += [
+            dup.eq(rw_last_valid & (rw_col == rw_last)),
+            req.valid.eq(rw_active & ~dup & (inflight < D)),
+            req.payload.addr.eq(rw_col),
+            req.payload.write.eq(0),
+            req_hs.eq(req.valid & req.ready),
+        ]
+        with m.If(rw_active & (dup | req_hs)):
+            with m.If(rw_col == rw_c1):
+                with m.If(rw_left == 1):
+                    m.d.sync += rw_active.eq(0)
+                with m.Else():
+                    a_n = rw_a + dstride
+                    m.d.sync += [rw_a.eq(a_n), rw_col.eq(a_n >> 5),
+                                 rw_c1.eq((a_n + span - 1) >> 5), rw_left.eq(rw_left - 1)]
+            with m.Else():
+                m.d.sync += rw_col.eq(rw_col + 1)
+        with m.If(req_hs):
+            m.d.sync += [rw_last.eq(rw_col), rw_last_valid.eq(1)]
+
+        # Response FIFO. It can always take a response: at most D requests are in flight.
+        m.submodules.rsp_fifo = rsp_fifo = fifo.SyncFIFO(width=8 * _COL, depth=D)
+        m.d.comb += [
+            rsp_fifo.w_en.eq(self.dram.rsp.valid),
+            rsp_fifo.w_data.eq(self.dram.rsp.payload.as_value()),
+            self.dram.rsp.ready.eq(rsp_fifo.w_rdy),
+        ]
+
+        # ---------------------------------------------------------------------------------
+        # Beat walker: one (row, SRAM row) pair per cycle once its columns are in the window.
+        c0 = Signal(signed(_ABITS - 5))        # the row's first and last column
+        c1 = Signal(signed(_ABITS - 5))
+        bw_end = Signal(signed(_SBITS))        # SRAM element address of the row's last element
+        first = Signal()                       # the beat is the row's first / last
+        last = Signal()
+        p_lo = Signal(signed(_ABITS))          # the beat's first DRAM byte, one past its last
+        p_hi = Signal(signed(_ABITS))
+        m.d.comb += [
+            c0.eq(bw_a >> 5),
+            c1.eq((bw_a + span - 1) >> 5),
+            bw_end.eq(bw_b + ins.len - 1),
+            first.eq(bw_q == (bw_b >> lw)),
+            last.eq(bw_q == (bw_end >> lw)),
+            p_lo.eq(Mux(first, bw_a, bw_base)),
+            p_hi.eq(Mux(last, bw_a + ns, bw_base + B)),
+        ]
+        l0 = bw_b[:lw]
+        lend = bw_end[:lw]
+        jl = Signal(signed(_IBITS + 2))        # requests (window columns) the beat needs
+        jh = Signal(signed(_IBITS + 2))
+        m.d.comb += [
+            jl.eq(bw_j0 + Mux(bcast, 0, (p_lo >> 5) - c0)),
+            jh.eq(bw_j0 + Mux(bcast, c1, (p_hi - 1) >> 5) - c0),
+        ]
+
+        # The window: win[K-1] is the newest column (request nloads-1), win[0] the oldest.
+        win = [Signal(8 * _COL, name=f"win{i}") for i in range(K)]
+        pop = Signal()
+        m.d.comb += pop.eq(bw_active & rsp_fifo.r_rdy & (nloads < jl + K))
+        m.d.comb += rsp_fifo.r_en.eq(pop)
+        with m.If(pop):
+            m.d.sync += [win[i].eq(win[i + 1]) for i in range(K - 1)]
+            m.d.sync += [win[K - 1].eq(rsp_fifo.r_data), nloads.eq(nloads + 1)]
+        m.d.sync += inflight.eq(inflight + req_hs - pop)
+
+        emit = Signal()
+        slot = Signal(range(K))
+        m.d.comb += [emit.eq(bw_active & (jh < nloads)), slot.eq(jl + K - nloads)]
+        lane0 = Signal(signed(10))              # byte position of lane 0 within the column
+        m.d.comb += lane0.eq(Mux(bcast, bw_a[:5],
+                                 Mux(first, bw_a[:5] - (l0 << ls), bw_base[:5])))
+        pos = Signal(range(P + _COL * K + 1))
+        m.d.comb += pos.eq(slot * _COL + lane0 + P)
+        padded = Cat(Const(0, 8 * P), *win, Const(0, 8 * B_acc))
+        cut = Signal(8 * B_acc)
+        beat = Signal(8 * B_acc)
+        lanes = Signal(W)
+        m.d.comb += [
+            cut.eq(padded.bit_select(pos * 8, 8 * B_acc)),
+            beat.eq(Mux(acc, Mux(bcast, cut[:32].replicate(W), cut),
+                        Mux(bcast, cut[:8].replicate(W), cut[:8 * W]))),
+            lanes.eq(Cat(_lane_enable(j, W, first, last, l0, lend) for j in range(W))),
+        ]
+
+        a_n = Signal(signed(_ABITS))           # the next row's DRAM and SRAM addresses
+        b_n = Signal(signed(_SBITS))
+        m.d.comb += [a_n.eq(bw_a + dstride), b_n.eq(bw_b + sstride)]
+        s1_valid = Signal()
+        s1_acc = Signal()
+        s1_addr = Signal(_SBITS)
+        s1_data = Signal(8 * B_acc)
+        s1_en = Signal(W)
+        m.d.sync += [s1_valid.eq(emit), fin.eq(0)]
+        with m.If(emit):
+            m.d.sync += [s1_acc.eq(acc), s1_addr.eq(bw_q), s1_en.eq(lanes),
+                         s1_data.eq(beat)]
+            with m.If(last):
+                with m.If(bw_left == 1):
+                    m.d.sync += [bw_active.eq(0), fin.eq(1)]
+                with m.Else():
+                    m.d.sync += [
+                        bw_a.eq(a_n), bw_b.eq(b_n), bw_q.eq(b_n >> lw),
+                        bw_base.eq(a_n - (b_n[:lw] << ls)),
+                        bw_j0.eq(bw_j0 + (c1 - c0) + ((a_n >> 5) != c1)),
+                        bw_left.eq(bw_left - 1),
+                    ]
+            with m.Else():
+                m.d.sync += [bw_q.eq(bw_q + 1), bw_base.eq(bw_base + B)]
+
+        m.d.comb += [
+            self.sp_wr.addr.eq(s1_addr),
+            self.sp_wr.data.eq(s1_data[:8 * W]),
+            self.sp_wr.en.eq(Mux(s1_valid & ~s1_acc, s1_en, 0)),
+            self.acc_wr.addr.eq(s1_addr),
+            self.acc_wr.data.eq(s1_data),
+            self.acc_wr.en.eq(Mux(s1_valid & s1_acc, s1_en, 0)),
+        ]
+        return m
+
+
+def _lane_enable(j: int, W: int, first, last, l0, lend):
+    """Lane ``j`` of a beat is written unless it lies before the row's first element (in the
+    row's first beat) or after its last (in its last beat). The end lanes skip the comparison
+    that is constant there, which lint would flag."""
+    after_start = (l0 == 0) if j == 0 else Const(1) if j == W - 1 else (l0 <= j)
+    before_end = (lend == W - 1) if j == W - 1 else Const(1) if j == 0 else (lend >= j)
+    return (~first | after_start) & (~last | before_end)

@@ -1,0 +1,283 @@
+"""DMA store engine: DMA_STORE, scratchpad / accumulator → DRAM."""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AccelConfig
+from .isa import DmaInstr, Space
+from .ports import acc_read_signature, dram_port_signature, sp_read_signature
+
+__all__ = ["STORE_START", "DmaStore", "store_window_beats"]
+
+#: First active cycle after the i_cmd handshake (cycle 0).
+STORE_START = 1
+
+_COL = 32      # bytes per DRAM column
+_ABITS = 35    # signed DRAM byte addresses: in range plus or minus one stride
+_SBITS = 22    # signed SRAM element addresses: in range plus or minus one stride
+_IBITS = 32    # beat counters
+
+
+def store_window_beats(cfg: AccelConfig, space: Space) -> int:
+    """SRAM rows the window of ``space`` holds: as many as one DRAM column (32 bytes at any
+    alignment) can touch, plus one so that a row can be read while the current column still uses
+    the oldest one."""
+    B = cfg.row_width * (4 if space is Space.ACC else 1)
+    return -(-(_COL + B - 1) // B) + 1
+
+
+class DmaStore(wiring.Component):
+    """Executes DMA_STORE exactly as ``GoldenMachine._exec_dma_store``: rows × len elements of SP
+    (int8) or ACC (little-endian int32) to a 2-D strided DRAM region at any byte alignment, with
+    negative strides; later rows win where DRAM destinations overlap.
+
+    Microarchitecture (docs/dma.md; exact timing in sim/golden/timing_dma.py):
+
+    * a **read walker** reads every (row, SRAM row) pair, one per cycle; the read data becomes the
+      newest slot of a **window** of the last K SRAM rows (:func:`store_window_beats`), the
+      older slots being registers;
+    * a **column walker** visits every (row, DRAM column) pair and, once the window holds every
+      SRAM row the column's bytes come from, cuts the 32 bytes out with one byte shifter and puts
+      them, with the byte mask of the row's bytes in that column, into the **request register**.
+      When the next pair is the same column (a row starting where the previous one ended), it
+      merges into the register (its bytes win) instead of becoming a new request, so a column is
+      written once per run of consecutive pairs. A read is allowed only while the oldest window
+      slot is not needed by the current column.
+
+    The DRAM sees writes in program order, so later rows also win across requests, provided the
+    channel applies one port's writes in order.
+
+    ``o_done`` is high for one cycle, in the cycle after the last write request's handshake
+    (for an empty transfer, the cycle after the i_cmd handshake); the engine accepts its next
+    instruction in that cycle. A write counts as done once the channel has accepted it: the
+    channel must order it before any request it accepts later, from any port.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+
+    Ports
+    -----
+    i_cmd : ``In(stream.Signature(DmaInstr))``
+        DMA_STORE instructions that passed the controller's checks.
+    o_done, o_busy : ``Out(1)``
+        Completion pulse (once per instruction, in order) and busy level (``~i_cmd.ready``).
+    dram : ``Out(dram_port_signature(cfg))``
+        Column write requests (``write`` = 1, byte mask ``wmask``). ``rsp`` is never expected;
+        its ``ready`` is tied high.
+    sp_rd, acc_rd : ``In(sp_read_signature(cfg))``, ``In(acc_read_signature(cfg))``
+        SRAM read ports; ``en`` is high only in cycles that read.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        super().__init__({
+            "i_cmd": In(stream.Signature(DmaInstr)),
+            "o_done": Out(1),
+            "o_busy": Out(1),
+            "dram": Out(dram_port_signature(cfg)),
+            "sp_rd": In(sp_read_signature(cfg)),
+            "acc_rd": In(acc_read_signature(cfg)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        W = cfg.row_width
+        lw = W.bit_length() - 1
+        K_sp = store_window_beats(cfg, Space.SP)
+        K_acc = store_window_beats(cfg, Space.ACC)
+
+        ins = Signal(DmaInstr)
+        done = Signal()
+        m.d.sync += done.eq(0)
+        m.d.comb += self.o_done.eq(done)
+
+        # Intermediate values are named signals: an expression object used in several places
+        # is otherwise elaborated once per use.
+        acc = Signal()
+        ls = Signal(2)
+        ns = Signal(18)                        # bytes per row
+        B = Signal(range(4 * W + 1))           # bytes per SRAM row
+        K = Signal(range(max(K_sp, K_acc) + 1))
+        m.d.comb += [
+            acc.eq(ins.space == Space.ACC), ls.eq(Mux(acc, 2, 0)),
+            ns.eq(Mux(acc, ins.len << 2, ins.len)), B.eq(Mux(acc, 4 * W, W)),
+            K.eq(Mux(acc, K_acc, K_sp)),
+        ]
+        dstride = ins.dram_stride
+        sstride = ins.sram_stride
+
+        # Read walker state.
+        rd_active = Signal()
+        rd_b = Signal(signed(_SBITS))          # SRAM element address of the current row
+        rd_q = Signal(signed(_SBITS))          # SRAM row to read next
+        rd_left = Signal(16)
+        nreads = Signal(_IBITS)
+        # Column walker state.
+        as_active = Signal()
+        as_a = Signal(signed(_ABITS))          # DRAM byte address of the current row
+        as_b = Signal(signed(_SBITS))          # SRAM element address of the current row
+        as_c = Signal(signed(_ABITS - 5))      # current column
+        as_k0 = Signal(_IBITS)                 # beat index of the row's first SRAM row
+        as_left = Signal(16)
+        # The request register.
+        out_valid = Signal()
+        out_final = Signal()
+        out_col = Signal(signed(_ABITS - 5))
+        out_data = Signal(8 * _COL)
+        out_mask = Signal(_COL)
+
+        req = self.dram.req
+        req_hs = Signal()
+        m.d.comb += req_hs.eq(req.valid & req.ready)
+        m.d.comb += [
+            req.valid.eq(out_valid & out_final),
+            req.payload.addr.eq(out_col),
+            req.payload.write.eq(1),
+            req.payload.wdata.eq(out_data),
+            req.payload.wmask.eq(out_mask),
+            self.dram.rsp.ready.eq(1),
+        ]
+
+        # Comb values are assigned unconditionally (outside m.If): the Verilog then has
+        # continuous assignments, which Icarus evaluates at time 0, rather than always @*
+        # blocks, which it only runs when an input changes.
+        cmd = self.i_cmd.payload
+        a = Signal(signed(_ABITS))
+        b = Signal(signed(_SBITS))
+        m.d.comb += [a.eq(cmd.dram_addr), b.eq(cmd.sram_addr)]
+        with m.FSM() as fsm:
+            with m.State("IDLE"), m.If(self.i_cmd.valid):
+                m.d.sync += ins.eq(cmd)
+                with m.If((cmd.rows == 0) | (cmd.len == 0)):
+                    m.d.sync += done.eq(1)
+                with m.Else():
+                    m.d.sync += [
+                        rd_active.eq(1), rd_b.eq(b), rd_q.eq(b >> lw),
+                        rd_left.eq(cmd.rows), nreads.eq(0),
+                        as_active.eq(1), as_a.eq(a), as_b.eq(b), as_c.eq(a >> 5),
+                        as_k0.eq(0), as_left.eq(cmd.rows),
+                    ]
+                    m.next = "RUN"
+            # Once the last pair has been formed, its request is the instruction's last.
+            with m.State("RUN"), m.If(~as_active & req_hs):
+                m.d.sync += done.eq(1)
+                m.next = "IDLE"
+        m.d.comb += [self.i_cmd.ready.eq(fsm.ongoing("IDLE")),
+                     self.o_busy.eq(~fsm.ongoing("IDLE"))]
+
+        # ---------------------------------------------------------------------------------
+        # Column walker (combinational part): which beats the current column needs.
+        row_end = Signal(signed(_ABITS))      # one past the row's last DRAM byte
+        c1 = Signal(signed(_ABITS - 5))
+        q0 = Signal(signed(_SBITS))
+        q1 = Signal(signed(_SBITS))
+        col_base = Signal(signed(_ABITS))
+        x_lo = Signal(signed(_ABITS))          # the row's first and last byte in this column
+        x_hi = Signal(signed(_ABITS))
+        q_lo = Signal(signed(_SBITS))          # SRAM rows holding them
+        q_hi = Signal(signed(_SBITS))
+        bl = Signal(signed(_IBITS + 2))        # their beat indices
+        bh = Signal(signed(_IBITS + 2))
+        a_next = Signal(signed(_ABITS))
+        last_col = Signal()
+        final = Signal()
+        m.d.comb += [
+            row_end.eq(as_a + ns),
+            c1.eq((row_end - 1) >> 5),
+            q0.eq(as_b >> lw),
+            q1.eq((as_b + ins.len - 1) >> lw),
+            col_base.eq(as_c << 5),
+            x_lo.eq(Mux(col_base > as_a, col_base, as_a)),
+            x_hi.eq(Mux(col_base + _COL < row_end, col_base + _COL, row_end) - 1),
+            q_lo.eq((as_b + ((x_lo - as_a) >> ls)) >> lw),
+            q_hi.eq((as_b + ((x_hi - as_a) >> ls)) >> lw),
+            bl.eq(as_k0 + (q_lo - q0)),
+            bh.eq(as_k0 + (q_hi - q0)),
+            a_next.eq(as_a + dstride),
+            last_col.eq(as_c == c1),
+            final.eq(~(last_col & (as_left != 1) & ((a_next >> 5) == as_c))),
+        ]
+
+        # Read walker.
+        rd_q1 = (rd_b + ins.len - 1) >> lw
+        b_n = Signal(signed(_SBITS))           # the next row's SRAM address
+        m.d.comb += b_n.eq(rd_b + sstride)
+        read = Signal()
+        m.d.comb += read.eq(rd_active & as_active & (nreads < bl + K))
+        m.d.comb += [
+            self.sp_rd.addr.eq(rd_q), self.sp_rd.en.eq(read & ~acc),
+            self.acc_rd.addr.eq(rd_q), self.acc_rd.en.eq(read & acc),
+        ]
+        sp_win = [Signal(8 * W, name=f"sp_win{i}") for i in range(K_sp - 1)]
+        acc_win = [Signal(32 * W, name=f"acc_win{i}") for i in range(K_acc - 1)]
+        with m.If(read):
+            m.d.sync += nreads.eq(nreads + 1)
+            # The read port's data (the previous read) moves into the registers.
+            for win, port in ((sp_win, self.sp_rd), (acc_win, self.acc_rd)):
+                m.d.sync += [win[i].eq(win[i + 1]) for i in range(len(win) - 1)]
+                m.d.sync += win[-1].eq(port.data)
+            with m.If(rd_q == rd_q1):
+                with m.If(rd_left == 1):
+                    m.d.sync += rd_active.eq(0)
+                with m.Else():
+                    m.d.sync += [rd_b.eq(b_n), rd_q.eq(b_n >> lw), rd_left.eq(rd_left - 1)]
+            with m.Else():
+                m.d.sync += rd_q.eq(rd_q + 1)
+
+        # Column data: the window slot holding beat bl is bl - (nreads - K); the column's byte 0
+        # is at col_base - (DRAM address of lane 0 of that beat) from the slot's start.
+        slot = Signal(range(max(K_sp, K_acc)))
+        m.d.comb += slot.eq(bl + K - nreads)
+        beat_base = Signal(signed(_ABITS))
+        pos = Signal(range(_COL + max(K_sp * W, K_acc * 4 * W) + _COL))
+        m.d.comb += [
+            beat_base.eq(as_a + (((q_lo << lw) - as_b) << ls)),
+            pos.eq(slot * B + (col_base - beat_base) + _COL),
+        ]
+        zeros = Const(0, 8 * _COL)
+        cut_sp = Cat(zeros, *sp_win, self.sp_rd.data, zeros).bit_select(pos * 8, 8 * _COL)
+        cut_acc = Cat(zeros, *acc_win, self.acc_rd.data, zeros).bit_select(pos * 8, 8 * _COL)
+        new_data = Signal(8 * _COL)
+        lo_off = Signal(signed(_ABITS))        # the row's first byte within the column
+        hi_off = Signal(signed(_ABITS))        # one past its last byte
+        new_mask = Signal(_COL)
+        m.d.comb += [
+            new_data.eq(Mux(acc, cut_acc, cut_sp)),
+            lo_off.eq(as_a - col_base),
+            hi_off.eq(row_end - col_base),
+            new_mask.eq(Cat(((x >= lo_off) & (x < hi_off)) for x in range(_COL))),
+        ]
+
+        merge = Signal()
+        form = Signal()
+        m.d.comb += [
+            merge.eq(out_valid & ~out_final),
+            form.eq(as_active & (bh < nreads) & (~out_valid | ~out_final | req_hs)),
+        ]
+        with m.If(form):
+            m.d.sync += [out_valid.eq(1), out_final.eq(final), out_col.eq(as_c)]
+            with m.If(merge):
+                m.d.sync += out_mask.eq(out_mask | new_mask)
+                m.d.sync += out_data.eq(Cat(
+                    Mux(new_mask[x], new_data.word_select(x, 8), out_data.word_select(x, 8))
+                    for x in range(_COL)))
+            with m.Else():
+                m.d.sync += [out_mask.eq(new_mask), out_data.eq(new_data)]
+            with m.If(last_col):
+                with m.If(as_left == 1):
+                    m.d.sync += as_active.eq(0)
+                with m.Else():
+                    m.d.sync += [
+                        as_a.eq(a_next), as_b.eq(as_b + sstride), as_c.eq(a_next >> 5),
+                        as_k0.eq(as_k0 + (q1 - q0) + 1), as_left.eq(as_left - 1),
+                    ]
+            with m.Else():
+                m.d.sync += as_c.eq(as_c + 1)
+        with m.Elif(req_hs):
+            m.d.sync += out_valid.eq(0)
+        return m
