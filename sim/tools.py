@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ __all__ = [
     "BUILD_ROOT",
     "SimulatorMissingError",
     "available_simulators",
+    "compact_memory_init",
     "content_hash",
     "find_iverilog",
     "require_iverilog",
@@ -97,7 +99,55 @@ def content_hash(*parts: str | bytes, n: int = 16) -> str:
 
 
 def verilog_of(component, name: str) -> str:
-    """Verilog text of an Amaranth ``wiring.Component`` with top-level module ``name``."""
+    """Verilog text of an Amaranth ``wiring.Component`` with top-level module ``name``.
+
+    Memory initialisers are compacted (:func:`compact_memory_init`): Amaranth writes one line
+    per word, which makes a 2 MiB DRAM model a 9 MB file that takes Verilator minutes to build.
+    """
     from amaranth.back import verilog  # noqa: PLC0415 (heavy import)
 
-    return verilog.convert(component, name=name, emit_src=False)
+    return compact_memory_init(verilog.convert(component, name=name, emit_src=False))
+
+
+_INIT_LINE = re.compile(r"^\s+(\\\S+ |[A-Za-z_][\w$]*)\[(\d+)\] = (\d+)'h([0-9a-fA-F]+);$")
+
+
+def compact_memory_init(text: str) -> str:
+    """Rewrite every ``initial begin mem[i] = v; … end`` block as a loop that zeroes the memory
+    followed by its non-zero words only. Same meaning in every simulator and synthesis tool."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    n_loops = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.strip() == "initial begin":
+            j = i + 1
+            matches = []
+            while j < len(lines):
+                mt = _INIT_LINE.match(lines[j])
+                if not mt:
+                    break
+                matches.append(mt)
+                j += 1
+            names = {mt.group(1) for mt in matches}
+            if (len(matches) > 8 and len(names) == 1 and j < len(lines)
+                    and lines[j].strip() == "end"):
+                mem = matches[0].group(1)
+                width = matches[0].group(3)
+                depth = max(int(mt.group(2)) for mt in matches) + 1
+                var = f"_llmaccel_init_{n_loops}"
+                n_loops += 1
+                indent = line[:len(line) - len(line.lstrip())]
+                out.append(f"{indent}integer {var};")
+                out.append(line)
+                out.append(f"{indent}  for ({var} = 0; {var} < {depth}; {var} = {var} + 1)")
+                out.append(f"{indent}    {mem}[{var}] = {width}'h0;")
+                out.extend(lines[i + 1 + k] for k, mt in enumerate(matches)
+                           if int(mt.group(4), 16) != 0)
+                out.append(lines[j])
+                i = j + 1
+                continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)

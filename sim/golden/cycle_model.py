@@ -29,6 +29,7 @@ from llmaccel.hw.isa import Instruction, Opcode, Space, Unit
 
 from .dram_model import DramModel
 from .timing_gemm import gemm_cycles, scalesim_cycles
+from .timing_pim import PimTiming
 from .timing_vec import vec_cycles
 
 __all__ = [
@@ -72,6 +73,7 @@ class CycleModel:
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         self.dram = DramModel(cfg)
+        self._pim = PimTiming(cfg, self.dram)
 
     def _dma_cycles(self, ins: Instruction, start: int, gather_base: int | None) -> int:
         cfg = self.cfg
@@ -100,21 +102,10 @@ class CycleModel:
         return max(done, start + beats) + 1
 
     def _pim_cycles(self, ins: Instruction, start: int) -> int:
-        cfg = self.cfg
-        t = cfg.timing
-        if ins.opcode is Opcode.PIM_WRGB:
-            cols = -(-ins.len // cfg.col_bytes) if ins.len else 0
-            return start + cols * t.tBURST + 1
-        if ins.opcode is Opcode.PIM_READ:
-            words = ins.nslots * cfg.dram_banks * 4
-            return start + -(-words // cfg.col_bytes) * t.tBURST + t.tCL + 1
-        if ins.ncols == 0:
-            return start + 1
-        ready = self.dram.all_bank_row(start, ins.row)
-        for b in range(cfg.dram_banks):
-            self.dram.pre_ok[b] = max(self.dram.pre_ok[b],
-                                      ready[b] + ins.ncols * t.tCCD_L + t.tRTP)
-        return max(ready) + ins.ncols * t.tCCD_L + t.tCL + 1
+        """End of a PIM instruction offered to the PIM unit at ``start``: the cycle after its
+        ``o_done`` (sim/golden/timing_pim.py; the channel state is shared with DMA)."""
+        op = self._pim.issue(ins, start)
+        return self._pim.finish(op) + 1
 
     def run(self, trace: list[tuple[int, Instruction]], gather_bases: dict | None = None
             ) -> CycleReport:

@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from llmaccel.hw.config import AccelConfig, preset
-from llmaccel.sim.golden.cycle_model import CycleModel, DramModel, gemm_cycles, scalesim_cycles
+from llmaccel.sim.golden.cycle_model import CycleModel, gemm_cycles, scalesim_cycles
 from llmaccel.sim.golden.isa_sim import GoldenMachine
 from llmaccel.sw.asm import assemble, to_binary
 
@@ -33,36 +33,7 @@ def test_overlap_beats_scalesim_on_64_cubed_8x8():
     assert ideal / gemm_cycles(on, 64, 64, 64) > 0.9
 
 
-def test_dram_row_hit_and_miss_latency():
-    cfg = preset("default")
-    t = cfg.timing
-    d = DramModel(cfg)
-    # closed bank: ACT, tRCD, RD, tCL, burst
-    assert d.column(0, 0, 5, write=False) == t.tRCD + t.tCL + t.tBURST
-    # row hit in the same bank: tCCD_L after the previous RD
-    assert d.column(0, 0, 5, write=False) == t.tRCD + t.tCCD_L + t.tCL + t.tBURST
-    # conflict: PRE no earlier than tRAS after ACT, then tRP, ACT (tRC), tRCD
-    done = d.column(0, 0, 6, write=False)
-    assert done == max(t.tRAS + t.tRP, t.tRC) + t.tRCD + t.tCL + t.tBURST
-    assert d.stats["row_hits"] == 1 and d.stats["row_misses"] == 2
-
-
-def test_dram_faw_limits_activations():
-    cfg = preset("default")
-    t = cfg.timing
-    d = DramModel(cfg)
-    acts = [d.activate(0, b, 1) - t.tRCD for b in range(5)]
-    assert acts[:4] == [0, t.tRRD_S, 2 * t.tRRD_S, 3 * t.tRRD_S]
-    assert acts[4] >= acts[0] + t.tFAW
-
-
-def test_dram_refresh_happens_every_trefi():
-    cfg = preset("default")
-    d = DramModel(cfg)
-    d.column(0, 0, 1, write=False)
-    done = d.column(cfg.timing.tREFI + 1, 0, 1, write=False)
-    assert d.stats["refreshes"] == 1
-    assert done >= cfg.timing.tREFI + cfg.timing.tRP + cfg.timing.tRFC
+# The DRAM channel's timing tests live in tests/golden/test_dram_model.py.
 
 
 def test_program_replay_respects_waits_and_overlap():
@@ -70,7 +41,7 @@ def test_program_replay_respects_waits_and_overlap():
     m = GoldenMachine(cfg)
     prog = assemble("""
         dma_load dram_addr=0x8000 rows=64 len=4 sram_addr=8192 sram_stride=4 dram_stride=4
-        gemm m=16 n=16 k=16 b_addr=1024
+        gemm m=16 n=16 k=16 b_addr=1024 c_stride=64
         vadd dst=acc:2048:4 src1=acc:0:4 src2=imm rows=4 wait=gemm
         halt
     """)

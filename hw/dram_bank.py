@@ -1,0 +1,181 @@
+"""One DRAM bank: its storage and its row-buffer / timing state.
+
+The storage is one Amaranth memory of ``bank_rows · cols_per_row`` entries of 256 bits (one
+column each), with byte-granular writes. The row buffer is modelled by its state (which row is
+open): data are read from and written to the array directly, which is functionally the same as
+going through an open row because a column command is only legal to the open row.
+
+The bank keeps the per-bank timing constraints as down-counters, each meaning "cycles until the
+command may issue" (zero: legal now). The channel's scheduler (:class:`~.dram_channel.DramChannel`)
+tells the bank which command it issued to it each cycle; channel-wide constraints (tRRD, tFAW,
+tCCD across banks, the data bus) live in the scheduler.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import data, enum, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AccelConfig
+
+__all__ = ["DramBank", "DramCmd", "col_word_layout", "timing_counter_bits"]
+
+
+class DramCmd(enum.Enum, shape=3):
+    """Commands on the channel's command bus (and per-bank PIM column reads, ``MAC``)."""
+
+    NONE = 0
+    ACT = 1
+    PRE = 2
+    RD = 3
+    WR = 4
+    REF = 5
+    MAC = 6
+
+
+def col_word_layout(cfg: AccelConfig) -> data.ArrayLayout:
+    """One 256-bit DRAM column as 32 bytes."""
+    return data.ArrayLayout(unsigned(8), cfg.col_bytes)
+
+
+def timing_counter_bits(cfg: AccelConfig) -> int:
+    """Width of a down-counter that can hold any timing parameter (plus bursts)."""
+    t = cfg.timing
+    longest = max(t.tRFC, t.tRC, t.tRAS, t.tFAW, t.tCL + t.tBURST, t.tWR + t.tBURST, t.tREFI)
+    return longest.bit_length()
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+class DramBank(wiring.Component):
+    """Storage and timing state of one bank.
+
+    Parameters
+    ----------
+    cfg:
+        The accelerator configuration (geometry and :class:`~.config.DramTiming`).
+    init:
+        Optional list of ``bank_rows · cols_per_row`` integers, the bank's initial columns
+        (entry ``row · cols_per_row + col``, byte 0 in bits 0–7).
+
+    Ports
+    -----
+    cmd: In(DramCmd)
+        The command the scheduler issues to this bank in this cycle (``NONE`` otherwise). ``REF``
+        is broadcast to every bank; ``MAC`` is a PIM column read that does not use the bus.
+    cmd_row: In(row bits)
+        Row of an ``ACT``.
+    rd_addr, rd_en: In
+        Column read (entry index ``row · cols_per_row + col``); ``rd_data`` is valid the next
+        cycle.
+    rd_data: Out(32 bytes)
+    wr_addr, wr_data, wr_mask: In
+        Column write with a byte mask (bytes with a zero mask bit keep their value).
+    host_*:
+        A second read/write port pair for the host backdoor (no timing, independent of the
+        scheduler's ports).
+    is_open: Out(1), open_row: Out(row bits)
+        Row-buffer state.
+    act_ok, pre_ok, col_ok, ccd_ok: Out(1)
+        ACT (tRP after PRE, tRC after ACT, tRFC after REF), PRE (tRAS after ACT, tRTP after a
+        read, tWR after the end of a write burst), column (tRCD after ACT) and same-bank column
+        spacing (tCCD_L after any column command, RD, WR or MAC) are legal in this cycle.
+    """
+
+    def __init__(self, cfg: AccelConfig, init: list[int] | None = None):
+        self.cfg = cfg
+        depth = cfg.bank_rows * cfg.cols_per_row
+        if init is not None and len(init) != depth:
+            raise ValueError(f"init must have {depth} entries, not {len(init)!r}")
+        self._init = init
+        self._depth = depth
+        aw = _bits(depth)
+        word = col_word_layout(cfg)
+        super().__init__({
+            "cmd": In(DramCmd),
+            "cmd_row": In(_bits(cfg.bank_rows)),
+            "rd_addr": In(aw),
+            "rd_en": In(1),
+            "rd_data": Out(word),
+            "wr_addr": In(aw),
+            "wr_data": In(word),
+            "wr_mask": In(cfg.col_bytes),
+            "host_addr": In(aw),
+            "host_re": In(1),
+            "host_we": In(1),
+            "host_wdata": In(word),
+            "host_wmask": In(cfg.col_bytes),
+            "host_rdata": Out(word),
+            "is_open": Out(1),
+            "open_row": Out(_bits(cfg.bank_rows)),
+            "act_ok": Out(1),
+            "pre_ok": Out(1),
+            "col_ok": Out(1),
+            "ccd_ok": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, t = self.cfg, self.cfg.timing
+        # A plain 256-bit memory (rather than an array layout) keeps the initialiser cheap to
+        # build for large banks; the ports view the words as bytes.
+        m.submodules.mem = mem = memory.Memory(shape=unsigned(8 * cfg.col_bytes),
+                                               depth=self._depth, init=self._init or [])
+        wp = mem.write_port(granularity=8)
+        rp = mem.read_port()
+        hwp = mem.write_port(granularity=8)
+        hrp = mem.read_port()
+        m.d.comb += [
+            rp.addr.eq(self.rd_addr), rp.en.eq(self.rd_en),
+            self.rd_data.as_value().eq(rp.data),
+            wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data.as_value()),
+            wp.en.eq(self.wr_mask),
+            hrp.addr.eq(self.host_addr), hrp.en.eq(self.host_re),
+            self.host_rdata.as_value().eq(hrp.data),
+            hwp.addr.eq(self.host_addr), hwp.data.eq(self.host_wdata.as_value()),
+            hwp.en.eq(self.host_wmask & self.host_we.replicate(cfg.col_bytes)),
+        ]
+
+        w = timing_counter_bits(cfg)
+        act_wait = Signal(w)
+        pre_wait = Signal(w)
+        col_wait = Signal(w)
+        ccd_wait = Signal(w)
+        is_open = Signal()
+        open_row = Signal.like(self.open_row)
+        m.d.comb += [
+            self.is_open.eq(is_open), self.open_row.eq(open_row),
+            self.act_ok.eq(act_wait == 0), self.pre_ok.eq(pre_wait == 0),
+            self.col_ok.eq(col_wait == 0), self.ccd_ok.eq(ccd_wait == 0),
+        ]
+
+        def dec(x):
+            return Mux((x == 0), 0, x - 1)
+
+        def upd(x, cycles):
+            # A new constraint "not before `cycles` from now" on top of an older one.
+            d = dec(x)
+            return Mux((d > cycles - 1), d, cycles - 1)
+
+        new_act, new_pre, new_col, new_ccd = dec(act_wait), dec(pre_wait), dec(col_wait), \
+            dec(ccd_wait)
+        m.d.sync += [act_wait.eq(new_act), pre_wait.eq(new_pre), col_wait.eq(new_col),
+                     ccd_wait.eq(new_ccd)]
+        with m.Switch(self.cmd):
+            with m.Case(DramCmd.ACT):
+                m.d.sync += [is_open.eq(1), open_row.eq(self.cmd_row),
+                             act_wait.eq(upd(act_wait, t.tRC)), col_wait.eq(t.tRCD - 1),
+                             pre_wait.eq(upd(pre_wait, t.tRAS))]
+            with m.Case(DramCmd.PRE):
+                m.d.sync += [is_open.eq(0), act_wait.eq(upd(act_wait, t.tRP))]
+            with m.Case(DramCmd.RD, DramCmd.MAC):
+                m.d.sync += [pre_wait.eq(upd(pre_wait, t.tRTP)), ccd_wait.eq(t.tCCD_L - 1)]
+            with m.Case(DramCmd.WR):
+                m.d.sync += [pre_wait.eq(upd(pre_wait, t.tBURST + t.tWR)),
+                             ccd_wait.eq(t.tCCD_L - 1)]
+            with m.Case(DramCmd.REF):
+                m.d.sync += act_wait.eq(upd(act_wait, t.tRFC))
+        return m

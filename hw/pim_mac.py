@@ -1,0 +1,206 @@
+"""The PIM engine of one bank: column sequencer, global-buffer replica, MAC and accumulators.
+
+Every bank of the channel has one. The engine holds the ``PIM_MAC`` instruction it is executing
+(``cur``) and the next one (``pend``), and asks the channel's scheduler for what its current
+instruction needs: a PRE (another row is open), an ACT (the bank is closed) or, once the row is
+open, one column read per tCCD_L (the scheduler checks tRCD, tCCD_L and refresh and answers with
+``col_go``). Column reads are bank-internal: they do not use the command or data bus, so all
+banks stream at once.
+
+Each engine keeps its own replica of the global buffer. ``PIM_WRGB`` writes every replica at once
+(the broadcast happens when the buffer is written), so each bank walks the same chunk sequence
+at its own pace: a bank starts streaming as soon as its own row is open instead of waiting for
+the last bank's activation (tRRD/tFAW stagger the ACTs of a row switch by up to
+``(B-1)·tRRD_S`` cycles). The price is ``B × gbuf_bytes`` of storage; a shared buffer with a
+delay line would need a fixed lag between banks, which refresh, row hits and bank-group timing
+do not give.
+
+Datapath, for a column issued in cycle t (``col_go``):
+
+* t: bank read (``mem_addr``) and replica read of chunk ``gb_chunk + j % kc``;
+* t+1: 32 int8 × int8 products summed (``mem_data`` · chunk); the accumulator of the output is
+  read when the column starts an output and ``accumulate`` is set;
+* t+2: the running sum is updated and, on the last column of an output, written to its slot;
+  ``done`` pulses in t+2 for the instruction's last column.
+
+The accumulator read port is transparent to the write port, so an instruction that accumulates
+into the slot the previous one just wrote sees the new value even back to back.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import PIM_COL_BITS, AccelConfig
+from .dram_bank import col_word_layout
+from .isa import PimInstr
+
+__all__ = ["PimMac"]
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+class PimMac(wiring.Component):
+    """Per-bank PIM engine.
+
+    Parameters
+    ----------
+    cfg:
+        The accelerator configuration.
+
+    Ports
+    -----
+    disp: In(1), disp_instr: In(PimInstr)
+        Load a ``PIM_MAC`` into the pending slot (only when ``pend_free``). The channel
+        dispatches to every bank in the same cycle.
+    pend_free: Out(1)
+        The pending slot is empty.
+    is_open, open_row: In
+        The bank's row-buffer state.
+    want_col, want_pre, want_act: Out(1)
+        What the current instruction needs now: a column of the open row, a PRE, an ACT.
+    act_row: Out(row bits)
+        The row the current instruction works on (for the ACT).
+    col_go: In(1)
+        The scheduler lets the column read issue this cycle (only when ``want_col``).
+    mem_addr: Out, mem_col: Out
+        Entry and column index of the column to read (valid with ``want_col``).
+    mem_data: In(32 bytes)
+        The bank's read data, the cycle after ``col_go``.
+    gb_wr: In(struct)
+        Broadcast write of one global-buffer chunk (``en``, chunk ``addr``, ``data``, byte
+        ``mask``).
+    slot_rd_en, slot_rd_addr: In; slot_rd_data: Out(signed(32))
+        Read-out port of the accumulators (``PIM_READ``), one-cycle latency. Only used while no
+        MAC is in flight.
+    done: Out(1)
+        Pulses once per instruction, when its last accumulator write happens (``ncols = 0``:
+        two cycles after it became current).
+    seq: Out(3)
+        Number of instructions that became current, modulo 8 (the current one is ``seq - 1``):
+        the channel gives the banks still on the oldest MAC priority for PRE and ACT.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        aw = _bits(cfg.bank_rows * cfg.cols_per_row)
+        super().__init__({
+            "disp": In(1),
+            "disp_instr": In(PimInstr),
+            "pend_free": Out(1),
+            "is_open": In(1),
+            "open_row": In(_bits(cfg.bank_rows)),
+            "want_col": Out(1),
+            "want_pre": Out(1),
+            "want_act": Out(1),
+            "act_row": Out(_bits(cfg.bank_rows)),
+            "col_go": In(1),
+            "mem_addr": Out(aw),
+            "mem_col": Out(PIM_COL_BITS),
+            "mem_data": In(col_word_layout(cfg)),
+            "gb_wr": In(data.StructLayout({
+                "en": 1, "addr": _bits(cfg.gbuf_chunks), "data": col_word_layout(cfg),
+                "mask": cfg.col_bytes})),
+            "slot_rd_en": In(1),
+            "slot_rd_addr": In(_bits(cfg.pim_slots)),
+            "slot_rd_data": Out(signed(32)),
+            "done": Out(1),
+            "seq": Out(3),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        cb = (cfg.cols_per_row - 1).bit_length()
+        rb = _bits(cfg.bank_rows)
+
+        m.submodules.gbuf = gbuf = memory.Memory(shape=unsigned(8 * cfg.col_bytes),
+                                                 depth=cfg.gbuf_chunks, init=[])
+        gb_w = gbuf.write_port(granularity=8)
+        gb_r = gbuf.read_port()
+        m.submodules.slots = slots = memory.Memory(shape=signed(32), depth=cfg.pim_slots,
+                                                   init=[])
+        sl_w = slots.write_port()
+        sl_r = slots.read_port(transparent_for=(sl_w,))
+        m.d.comb += [gb_w.addr.eq(self.gb_wr.addr), gb_w.data.eq(self.gb_wr.data.as_value()),
+                     gb_w.en.eq(self.gb_wr.mask & self.gb_wr.en.replicate(cfg.col_bytes))]
+
+        # Pending and current instruction.
+        pend = Signal(PimInstr)
+        pend_valid = Signal()
+        cur = Signal(PimInstr)
+        cur_valid = Signal()
+        j = Signal(PIM_COL_BITS)     # next column of the instruction
+        jk = Signal(PIM_COL_BITS)    # j % kc
+        o = Signal.like(cur.slot)    # output slot of column j
+        g = Signal.like(cur.gb_chunk)  # chunk of column j
+
+        hit = self.is_open & (self.open_row == cur.row)
+        active = cur_valid & (cur.ncols != 0)
+        m.d.comb += [
+            self.pend_free.eq(~pend_valid),
+            self.want_col.eq(active & hit),
+            self.want_pre.eq(active & self.is_open & ~hit),
+            self.want_act.eq(active & ~self.is_open),
+            self.act_row.eq(cur.row),
+            self.mem_col.eq(cur.col + j),
+            self.mem_addr.eq((cur.row[:rb] << cb) | (cur.col + j)[:cb] if cb else cur.row[:rb]),
+        ]
+
+        last_col = j == cur.ncols - 1
+        empty = cur_valid & (cur.ncols == 0)
+        take = ~cur_valid | (self.col_go & last_col) | empty
+        seq = Signal(3)
+        m.d.comb += self.seq.eq(seq)
+        with m.If(take):
+            m.d.sync += [cur.eq(pend), cur_valid.eq(pend_valid), j.eq(0), jk.eq(0),
+                         o.eq(pend.slot), g.eq(pend.gb_chunk), seq.eq(seq + pend_valid)]
+        with m.If(self.disp):
+            m.d.sync += [pend.eq(self.disp_instr), pend_valid.eq(1)]
+        with m.Elif(take):
+            m.d.sync += pend_valid.eq(0)
+
+        # Stage 0 (column issue): counters and reads.
+        first = jk == 0
+        last_group = (jk == cur.kc - 1) | last_col
+        with m.If(self.col_go & ~last_col):
+            m.d.sync += j.eq(j + 1)
+            with m.If(last_group):
+                m.d.sync += [jk.eq(0), o.eq(o + 1), g.eq(cur.gb_chunk)]
+            with m.Else():
+                m.d.sync += [jk.eq(jk + 1), g.eq(g + 1)]
+        m.d.comb += [gb_r.addr.eq(g), gb_r.en.eq(self.col_go)]
+
+        s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "fin": 1,
+                                       "acc": 1, "o": len(o)}))
+        m.d.sync += [s1.valid.eq(self.col_go), s1.first.eq(first), s1.last.eq(last_group),
+                     s1.fin.eq((self.col_go & last_col) | empty), s1.acc.eq(cur.accumulate),
+                     s1.o.eq(o)]
+
+        # Stage 1: the dot product of the column with the chunk.
+        products = [self.mem_data[x].as_signed() * gb_r.data.word_select(x, 8).as_signed()
+                    for x in range(cfg.col_bytes)]
+        dot = Signal(signed(32))
+        m.d.comb += dot.eq(sum(products))
+        m.d.comb += [sl_r.addr.eq(Mux(self.slot_rd_en, self.slot_rd_addr, s1.o)),
+                     sl_r.en.eq(1), self.slot_rd_data.eq(sl_r.data)]
+        s2 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "fin": 1,
+                                       "acc": 1, "o": len(o), "dot": signed(32)}))
+        m.d.sync += [s2.valid.eq(s1.valid), s2.first.eq(s1.first), s2.last.eq(s1.last),
+                     s2.fin.eq(s1.fin), s2.acc.eq(s1.acc), s2.o.eq(s1.o), s2.dot.eq(dot)]
+
+        # Stage 2: accumulate into the running sum; write the slot at the end of an output.
+        run = Signal(signed(32))
+        base = Signal(signed(32))
+        total = Signal(signed(32))
+        m.d.comb += [base.eq(Mux(s2.first, Mux(s2.acc, sl_r.data, 0), run)),
+                     total.eq(base + s2.dot)]
+        with m.If(s2.valid):
+            m.d.sync += run.eq(total)
+        m.d.comb += [sl_w.addr.eq(s2.o), sl_w.data.eq(total), sl_w.en.eq(s2.valid & s2.last),
+                     self.done.eq(s2.fin)]
+        return m
