@@ -7,6 +7,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 JOBS   ?= 2
+# NumPy's BLAS threads fight pytest-xdist workers and the simulators for the cores: the small
+# matrices here run 10-20x slower with them on a busy 2-core machine.
+export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: setup run test soak verilog synth bench docs clean help
 

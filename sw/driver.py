@@ -144,9 +144,9 @@ class Generator:
         tok = int(np.frombuffer(self.backend.read_dram(info.out_token_addr, 4), "<i4")[0])
         return run, tok
 
-    def _prefill(self, window: list[int]):
+    def _prefill(self, window: list[int]) -> list:
         self.backend.load_dram(self.c.r_prompt.addr, np.asarray(window, "<i4").tobytes())
-        return self.c.prefill(len(window))
+        return self.c.prefill_programs(len(window))
 
     def generate(self, prompt: list[int], n_new: int,
                  progress: Callable[[int], None] | None = None) -> GenerationResult:
@@ -164,13 +164,14 @@ class Generator:
         if n_new == 0:
             res.wall_seconds = time.perf_counter() - t0
             return res
-        info = self._prefill(seq[-m.n_ctx:])
+        programs = self._prefill(seq[-m.n_ctx:])
         while True:
-            run, tok = self._run(info)
-            res.cycles_source = run.cycles_source
-            res.steps.append(StepStats(info.kind, info.position, run.cycles, run.counters))
-            res.compulsory_dram_bytes += info.traffic.compulsory
-            res.planned_dram_bytes += info.traffic.total
+            for info in programs:
+                run, tok = self._run(info)
+                res.cycles_source = run.cycles_source
+                res.steps.append(StepStats(info.kind, info.position, run.cycles, run.counters))
+                res.compulsory_dram_bytes += info.traffic.compulsory
+                res.planned_dram_bytes += info.traffic.total
             seq.append(tok)
             res.tokens.append(tok)
             if progress:
@@ -178,6 +179,6 @@ class Generator:
             if len(res.tokens) >= n_new:
                 break
             pos = len(seq) - 1
-            info = self.c.decode(pos) if pos < m.n_ctx else self._prefill(seq[-m.n_ctx:])
+            programs = [self.c.decode(pos)] if pos < m.n_ctx else self._prefill(seq[-m.n_ctx:])
         res.wall_seconds = time.perf_counter() - t0
         return res

@@ -59,11 +59,24 @@ class CompiledGPT:
     """
 
     def __init__(self, q: QuantizedGPT, cfg: AccelConfig, *, sp_limit: int | None = None,
-                 acc_limit: int | None = None):
+                 acc_limit: int | None = None, prefill_mode: str = "systolic",
+                 weight_chunk: int | None = None):
+        if prefill_mode not in ("systolic", "pim"):
+            raise CompileError(f"prefill_mode must be 'systolic' or 'pim', not {prefill_mode!r}")
+        self.prefill_mode = prefill_mode
         self.q, self.cfg = q, cfg
         self.mcfg = m = q.cfg
         W = self.W = cfg.row_width
         self.sp_limit, self.acc_limit = sp_limit, acc_limit
+        # Output columns per prefill GEMM step: whole matrices by default; with a scratchpad
+        # budget, chunks whose weights take at most an eighth of it, so tighter budgets still
+        # compile (with spills) rather than failing on one big step.
+        if weight_chunk is None and sp_limit is not None:
+            weight_chunk = max(W, (sp_limit // 8) // (4 * m.d_model) // W * W)
+        if weight_chunk is not None and (weight_chunk < W or weight_chunk % W):
+            raise CompileError(f"weight_chunk must be a positive multiple of the row width {W}, "
+                               f"not {weight_chunk!r}")
+        self.weight_chunk = weight_chunk
         d, hd = m.d_model, m.head_dim
         problems = []
         if d % W:
@@ -75,7 +88,7 @@ class CompiledGPT:
         if cfg.lut_tables < 1 + m.n_layer:
             problems.append(f"{1 + m.n_layer} lookup tables are needed (exp + one GELU per "
                             f"layer) but the config has {cfg.lut_tables}")
-        if 4 * m.d_ff > cfg.gbuf_bytes or m.d_model > cfg.gbuf_bytes:
+        if max(m.d_ff, m.d_model) > cfg.gbuf_bytes:
             problems.append(f"the PIM global buffer ({cfg.gbuf_bytes} bytes) cannot hold a "
                             f"{m.d_ff}-element input vector")
         if cfg.array_rows != cfg.array_cols:
@@ -117,15 +130,16 @@ class CompiledGPT:
         kv_rows = {mm.row0 for row in self.pim_k + self.pim_v for mm in row}
         self.kv_dram = sorted(kv_rows)
 
-        # GEMM tiles for prefill.
+        # GEMM tiles for prefill (none when prefill runs token by token in the banks).
         self.tiles = {}
         tile_data = {}
-        for i, L in enumerate(q.layers):
+        for i, L in enumerate(q.layers if self.prefill_mode == "systolic" else ()):
             for name, lin in (("qkv", L.qkv), ("proj", L.proj), ("fc", L.fc),
                               ("proj2", L.proj2)):
                 t = gemm_tiles(lin.w, cfg)
                 tile_data[f"h.{i}.{name}"] = t
-        tile_data["head"] = gemm_tiles(q.head_w, cfg)
+        if self.prefill_mode == "systolic":
+            tile_data["head"] = gemm_tiles(q.head_w, cfg)
         for name, t in tile_data.items():
             self.tiles[name] = lay.region(f"tiles.{name}", t.size)
 
@@ -155,16 +169,23 @@ class CompiledGPT:
         self.const_elems = ct.size
         # The token row: argmax results land here; gathers read their index from here.
         self.tok_row = self.const_elems
+        self.last_token_elem = self.tok_row
         self.acc_base = self.const_elems + W
 
         # I/O and programs.
         self.r_prompt = lay.region("prompt", 4 * ctx)
         self.r_out = lay.region("tokens", 4 * (ctx + 1))
-        est_prefill = self._estimate_instructions(ctx)
+        est_prefill = self._estimate_instructions(ctx) if self.prefill_mode == "systolic" \
+            else 64
         self.r_prog = lay.region("program.prefill", est_prefill * INSTR_BYTES)
         self.r_dprog = lay.region("program.decode", self._estimate_decode() * INSTR_BYTES)
-        self.r_spill = lay.region("spill", 4 * cfg.acc_elems + cfg.sp_bytes)
+        # Spill area: whatever DRAM is left (the planner only needs it under tight SRAM).
+        lay.check()
+        spare = (cfg.bank_rows - lay.next_row) * lay.grow_bytes
+        self.r_spill = lay.region("spill", max(lay.grow_bytes,
+                                               min(spare, 4 * cfg.acc_elems + cfg.sp_bytes)))
 
+        lay.check()
         img = np.zeros(cfg.dram_bytes, dtype=np.uint8)
         for i, L in enumerate(q.layers):
             write_pim_matrix(img, self.pim_qkv[i], L.qkv.w, cfg)
@@ -206,6 +227,16 @@ class CompiledGPT:
         return Planner(self.cfg, b, acc_base=self.acc_base, sp_limit=self.sp_limit,
                        acc_limit=self.acc_limit, spill_addr=self.r_spill.addr,
                        spill_bytes=self.r_spill.nbytes)
+
+    def _emit_constants(self, e: Emitter) -> None:
+        """Bring the constant table into ACC (it stays resident for later programs) and load
+        the lookup tables from it."""
+        W = self.W
+        e.load(Space.ACC, dram=self.r_const.addr, dram_stride=4 * W, sram=0, sram_stride=W,
+               rows=self.const_elems // W, length=W)
+        e.lutld(LUT_EXP, self._c("lut.exp"))
+        for i in range(self.mcfg.n_layer):
+            e.lutld(1 + i, self._c(f"h.{i}.lut.gelu"))
 
     @staticmethod
     def _check_size(b: ProgramBuilder, region, kind: str) -> None:
@@ -258,11 +289,27 @@ class CompiledGPT:
 
     # =========================================================================================
     # Prefill
+    def prefill_programs(self, n_prompt: int) -> list[ProgramInfo]:
+        """The programs that process a prompt of ``n_prompt`` tokens, in order; the last one
+        leaves the next token. ``systolic`` mode: one program (GEMMs on the array). ``pim``
+        mode: one decode-style program per prompt token, each reading its token id from the
+        prompt region (no weight copies for the array are needed in DRAM)."""
+        if self.prefill_mode == "systolic":
+            return [self.prefill(n_prompt)]
+        if not 1 <= n_prompt <= self.mcfg.n_ctx:
+            raise CompileError(f"the prompt must hold 1..{self.mcfg.n_ctx} tokens (the "
+                               f"model's context), not {n_prompt}")
+        progs = [self.decode(t, prompt_token=True, load_constants=t == 0)
+                 for t in range(n_prompt)]
+        for p in progs:
+            p.kind = "prefill"
+        return progs
+
     def prefill(self, n_prompt: int) -> ProgramInfo:
         """The program for a prompt of ``n_prompt`` tokens (written by the host, int32 each,
         at the prompt region). It leaves the next token at ``out_token_addr`` and in the token
         row, and fills the KV cache for positions 0 … n_prompt−1."""
-        m, W, q = self.mcfg, self.W, self.q
+        m, cfg, W, q = self.mcfg, self.cfg, self.W, self.q
         P = n_prompt
         if not 1 <= P <= m.n_ctx:
             raise CompileError(f"the prompt must hold 1..{m.n_ctx} tokens (the model's "
@@ -279,13 +326,7 @@ class CompiledGPT:
         ops: list[Op] = []
 
         # -- constants, lookup tables, prompt ids --------------------------------------------
-        def emit_consts(addr):
-            e.load(Space.ACC, dram=self.r_const.addr, dram_stride=4 * W, sram=0,
-                   sram_stride=W, rows=self.const_elems // W, length=W)
-            e.lutld(LUT_EXP, self._c("lut.exp"))
-            for i in range(m.n_layer):
-                e.lutld(1 + i, self._c(f"h.{i}.lut.gelu"))
-        ops.append(Op("constants", [], [], emit_consts))
+        ops.append(Op("constants", [], [], lambda a: self._emit_constants(e)))
 
         tok = tensor("prompt", Space.ACC, P)
         ops.append(Op("prompt", [], [tok], lambda a: e.load(
@@ -293,10 +334,12 @@ class CompiledGPT:
             sram_stride=W, rows=-(-P // W), length=W)))
 
         # -- embedding (feature-major) -------------------------------------------------------
-        x = tensor("x", Space.ACC, d * Pp)
+        # The int32 residual stream, one tensor per block of W tokens, so a step that needs
+        # only some blocks (or none) lets the planner evict the others under tight budgets.
+        xs = [tensor(f"x[{blk}]", Space.ACC, d * W) for blk in range(nb)]
         xe = tensor("emb.tok", Space.SP, d * Pp)
         xp = tensor("emb.pos", Space.SP, d * Pp)
-        tmp = tensor("emb.tmp", Space.ACC, d * Pp)
+        tmp = tensor("emb.tmp", Space.ACC, d * W)
 
         def emit_embed(a):
             for p in range(P):
@@ -308,31 +351,45 @@ class CompiledGPT:
                 n_tok = min(W, P - blk * W)
                 e.load(Space.SP, dram=self.r_wpeT.addr + blk * W, dram_stride=m.n_ctx,
                        sram=a(xp) + blk * d * W, sram_stride=W, rows=d, length=n_tok)
-            rows = d * nb
-            e.vec(Opcode.VMUL, acc(a(x), W), sp(a(xe), W), rows, mode=Src2Mode.IMM,
-                  imm=q.emb_m)
-            e.vec(Opcode.VMUL, acc(a(tmp), W), sp(a(xp), W), rows, mode=Src2Mode.IMM,
-                  imm=q.pos_m)
-            e.vec(Opcode.VADD, acc(a(x), W), acc(a(x), W), rows, src2=acc(a(tmp), W))
-        ops.append(Op("embed", [tok], [x, xe, xp, tmp], emit_embed))
+        ops.append(Op("embed.gather", [tok], [xe, xp], emit_embed))
+        for blk in range(nb):   # one block of the residual at a time, via a block-sized temp
+            def emit_combine(a, blk=blk):
+                xb = acc(a(xs[blk]), W)
+                e.vec(Opcode.VMUL, xb, sp(a(xe) + blk * d * W, W), d, mode=Src2Mode.IMM,
+                      imm=q.emb_m)
+                e.vec(Opcode.VMUL, acc(a(tmp), W), sp(a(xp) + blk * d * W, W), d,
+                      mode=Src2Mode.IMM, imm=q.pos_m)
+                e.vec(Opcode.VADD, xb, xb, d, src2=acc(a(tmp), W))
+            ops.append(Op(f"embed[{blk}]", [xe, xp], [xs[blk], tmp], emit_combine))
 
         for i, L in enumerate(q.layers):
-            self._prefill_layer(ops, e, i, L, x, P, tensor)
+            self._prefill_layer(ops, e, i, L, xs, P, tensor)
 
         # -- final layer norm and LM head for the last token ---------------------------------
         last_blk, last_lane = divmod(P - 1, W)
         f = tensor("ln_f", Space.SP, d * W)
         lnscr = tensor("ln_f.scratch", Space.ACC, 2 * d * W)
         lnsc = tensor("ln_f.scalars", Space.ACC, 4 * W)
-        w_head = tensor("head.w", Space.SP, self.tiles["head"].nbytes, home=self.tiles["head"].addr)
         logits = tensor("logits", Space.ACC, V * W)
 
-        def emit_head(a):
-            xb = a(x) + last_blk * d * W
-            self._layernorm(e, q.ln_f, "ln_f", x=acc(xb, W), out=sp(a(f), W), rows=d,
-                            scratch=a(lnscr), scal=a(lnsc), packed=False)
-            e.gemm(m=last_lane + 1, n=V, k=d, a=a(f), a_stride=d * W, b=a(w_head),
-                   b_stride=d * W, c=a(logits), c_stride=V * W)
+        def emit_ln_f(a):
+            self._layernorm(e, q.ln_f, "ln_f", x=acc(a(xs[last_blk]), W), out=sp(a(f), W),
+                            rows=d, scratch=a(lnscr), scal=a(lnsc), packed=False)
+        ops.append(Op("ln_f", [xs[last_blk]], [f, lnscr, lnsc], emit_ln_f))
+        r = self.tiles["head"]
+        chunk = V if self.weight_chunk is None else min(V, self.weight_chunk)
+        for v0 in range(0, V, chunk):
+            vc = min(chunk, V - v0)
+            w = tensor(f"head.w[{v0}:{v0 + vc}]", Space.SP, d * -(-vc // W) * W,
+                       home=r.addr + (v0 // cfg.array_cols) * d * W)
+
+            def emit_head(a, w=w, v0=v0, vc=vc):
+                e.gemm(m=last_lane + 1, n=vc, k=d, a=a(f), a_stride=d * W, b=a(w),
+                       b_stride=d * W, c=a(logits) + v0 * W, c_stride=V * W)
+            ops.append(Op(f"head[{v0}:{v0 + vc}]", [f, w] + ([logits] if v0 else []),
+                          [logits], emit_head))
+
+        def emit_argmax(a):
             e.vec(Opcode.VMUL, acc(a(logits), W), acc(a(logits), W), V,
                   src2=acc(self._c("head.m"), 1), mode=Src2Mode.SCALAR, shift=HEAD_SHIFT)
             e.reduce(Opcode.VARGMAX, acc(self.tok_row, 0), acc(a(logits), W), V,
@@ -340,7 +397,7 @@ class CompiledGPT:
             e.store(Space.ACC, dram=self.r_out.addr + 4 * P, dram_stride=0,
                     sram=self.tok_row + last_lane, sram_stride=0, rows=1, length=1)
             e.halt()
-        ops.append(Op("head", [x, w_head], [f, lnscr, lnsc, logits], emit_head))
+        ops.append(Op("argmax", [logits], [], emit_argmax))
 
         report = plan.run(ops)
         self._check_size(b, self.r_prog, "prefill")
@@ -349,43 +406,74 @@ class CompiledGPT:
                            b.traffic, report, len(b.instructions), P,
                            extra={"token_elem": self.last_token_elem})
 
-    def _prefill_layer(self, ops, e: Emitter, i: int, L, x: Tensor, P: int, tensor) -> None:
+    def _prefill_layer(self, ops, e: Emitter, i: int, L, xs: list[Tensor], P: int,
+                       tensor) -> None:
         m, cfg, W = self.mcfg, self.cfg, self.W
         d, H, hd, ff = m.d_model, m.n_head, m.head_dim, m.d_ff
         nb = -(-P // W)
         Pp = nb * W
         p = f"h.{i}."
 
-        def weight(name):
+        def linear(name, lin, inp, k_in, n_out, out, to_residual=False):
+            """GEMM ``inp`` (k_in rows per token block) × the layer's weight tiles, in chunks of
+            output columns; each chunk is requantised into rows of ``out`` (int8 SP), or
+            requantised to the residual scale and added into ``x``."""
             r = self.tiles[p + name]
-            return tensor(p + name + ".w", Space.SP, r.nbytes, home=r.addr)
+            chunk = n_out if self.weight_chunk is None else min(n_out, self.weight_chunk)
+            for n0 in range(0, n_out, chunk):
+                nc = min(chunk, n_out - n0)
+                blk0 = n0 // cfg.array_cols
+                w = tensor(f"{p}{name}.w[{n0}:{n0 + nc}]", Space.SP, k_in * -(-nc // W) * W,
+                           home=r.addr + blk0 * k_in * W)
+                o_acc = tensor(f"{p}{name}.acc[{n0}:{n0 + nc}]", Space.ACC, nc * Pp)
+
+                def requant(a, blk, o_acc=o_acc, n0=n0, nc=nc):
+                    src = acc(a(o_acc) + blk * nc * W, W)
+                    mode = Src2Mode.SCALAR
+                    e.vec(Opcode.VADD, src, src, nc,
+                          src2=acc(self._c(p + name + ".bias") + n0, 1), mode=mode)
+                    dst = src if to_residual else sp(a(out) + blk * n_out * W + n0 * W, W)
+                    e.vec(Opcode.VMUL, dst, src, nc,
+                          src2=acc(self._c(p + name + ".m") + n0, 1), mode=mode,
+                          shift=lin.shift)
+                    if to_residual:
+                        xr = acc(a(xs[blk]) + n0 * W, W)
+                        e.vec(Opcode.VADD, xr, xr, nc, src2=src)
+
+                def emit(a, w=w, o_acc=o_acc, nc=nc, requant=requant):
+                    e.gemm(m=P, n=nc, k=k_in, a=a(inp), a_stride=k_in * W, b=a(w),
+                           b_stride=k_in * W, c=a(o_acc), c_stride=nc * W)
+                    if not to_residual:
+                        for blk in range(nb):
+                            requant(a, blk)
+                ins = [inp, w]
+                if not to_residual and n0 > 0:
+                    ins.append(out)     # later chunks add rows to an existing tensor
+                ops.append(Op(f"{p}{name}[{n0}:{n0 + nc}]", ins,
+                              [o_acc] if to_residual else [o_acc, out], emit))
+                if to_residual:         # the residual add touches one block of x at a time
+                    for blk in range(nb):
+                        ops.append(Op(f"{p}{name}[{n0}:{n0 + nc}].add[{blk}]",
+                                      [o_acc, xs[blk]], [o_acc, xs[blk]],
+                                      lambda a, blk=blk, requant=requant: requant(a, blk)))
 
         def ln_op(name, ln, out):
             scr = tensor(p + name + ".scratch", Space.ACC, 2 * d * W)
             sc = tensor(p + name + ".scalars", Space.ACC, 4 * W)
 
-            def emit(a):
-                for blk in range(nb):
-                    self._layernorm(e, ln, p + name, x=acc(a(x) + blk * d * W, W),
+            for blk in range(nb):
+                def emit(a, blk=blk):
+                    self._layernorm(e, ln, p + name, x=acc(a(xs[blk]), W),
                                     out=sp(a(out) + blk * d * W, W), rows=d, scratch=a(scr),
                                     scal=a(sc), packed=False)
-            ops.append(Op(p + name, [x], [out, scr, sc], emit))
+                ops.append(Op(f"{p}{name}[{blk}]", [xs[blk]] + ([out] if blk else []),
+                              [out, scr, sc], emit))
 
         # ---- attention block ----
         a1 = tensor(p + "ln1.out", Space.SP, d * Pp)
         ln_op("ln1", L.ln1, a1)
-        w_qkv = weight("qkv")
-        qkv_acc = tensor(p + "qkv.acc", Space.ACC, 3 * d * Pp)
         qkv = tensor(p + "qkv", Space.SP, 3 * d * Pp)
-
-        def emit_qkv(a):
-            e.gemm(m=P, n=3 * d, k=d, a=a(a1), a_stride=d * W, b=a(w_qkv), b_stride=d * W,
-                   c=a(qkv_acc), c_stride=3 * d * W)
-            for blk in range(nb):
-                self._requant(e, L.qkv, p + "qkv",
-                              src=acc(a(qkv_acc) + blk * 3 * d * W, W),
-                              dst=sp(a(qkv) + blk * 3 * d * W, W), rows=3 * d, packed=False)
-        ops.append(Op(p + "qkv", [a1, w_qkv], [qkv_acc, qkv], emit_qkv))
+        linear("qkv", L.qkv, a1, d, 3 * d, qkv)
 
         # token-major copies of K and V (W×W block transposes) and the KV cache writes
         kcb = tensor(p + "k.tm", Space.SP, d * Pp)
@@ -454,42 +542,24 @@ class CompiledGPT:
         ops.append(Op(p + "attention", [qkv, vcb], [att, s_acc, probs_i, probs, scal, o_acc],
                       emit_attention))
 
-        def residual_linear(name, lin, inp, k_in, w):
-            out_acc = tensor(p + name + ".acc", Space.ACC, d * Pp)
-
-            def emit(a):
-                e.gemm(m=P, n=d, k=k_in, a=a(inp), a_stride=k_in * W, b=a(w),
-                       b_stride=k_in * W, c=a(out_acc), c_stride=d * W)
-                for blk in range(nb):
-                    o = acc(a(out_acc) + blk * d * W, W)
-                    self._requant(e, lin, p + name, src=o, dst=o, rows=d, packed=False)
-                e.vec(Opcode.VADD, acc(a(x), W), acc(a(x), W), d * nb, src2=acc(a(out_acc), W))
-            ops.append(Op(p + name, [inp, w, x], [out_acc, x], emit))
-
-        residual_linear("proj", L.proj, att, d, weight("proj"))
+        linear("proj", L.proj, att, d, d, None, to_residual=True)
 
         # ---- MLP ----
         a2 = tensor(p + "ln2.out", Space.SP, d * Pp)
         ln_op("ln2", L.ln2, a2)
-        w_fc = weight("fc")
-        fc_acc = tensor(p + "fc.acc", Space.ACC, ff * Pp)
         hid = tensor(p + "gelu", Space.SP, ff * Pp)
-
-        def emit_fc(a):
-            e.gemm(m=P, n=ff, k=d, a=a(a2), a_stride=d * W, b=a(w_fc), b_stride=d * W,
-                   c=a(fc_acc), c_stride=ff * W)
-            for blk in range(nb):
-                self._requant(e, L.fc, p + "fc", src=acc(a(fc_acc) + blk * ff * W, W),
-                              dst=sp(a(hid) + blk * ff * W, W), rows=ff, packed=False)
-            e.vec(Opcode.VLUT, sp(a(hid), W), sp(a(hid), W), ff * nb, imm=1 + i)
-        ops.append(Op(p + "fc", [a2, w_fc], [fc_acc, hid], emit_fc))
-        residual_linear("proj2", L.proj2, hid, ff, weight("proj2"))
+        linear("fc", L.fc, a2, d, ff, hid)
+        ops.append(Op(p + "gelu", [hid], [hid], lambda a: e.vec(
+            Opcode.VLUT, sp(a(hid), W), sp(a(hid), W), ff * nb, imm=1 + i)))
+        linear("proj2", L.proj2, hid, ff, d, None, to_residual=True)
 
     # =========================================================================================
     # Decode
-    def decode(self, position: int, token_elem: int | None = None) -> ProgramInfo:
+    def decode(self, position: int, token_elem: int | None = None, *,
+               prompt_token: bool = False, load_constants: bool = False) -> ProgramInfo:
         """The program for one new token at ``position`` (0-based, < n_ctx) whose id is the
-        int32 ACC element ``token_elem`` (default: where the previous program left it)."""
+        int32 ACC element ``token_elem`` (default: where the previous program left it), or,
+        with ``prompt_token``, the prompt's token at that position (loaded from DRAM first)."""
         m, cfg, W, q = self.mcfg, self.cfg, self.W, self.q
         t = position
         if not 0 <= t < m.n_ctx:
@@ -513,7 +583,16 @@ class CompiledGPT:
         xp = tensor("emb.pos", Space.SP, d)
         tmp = tensor("emb.tmp", Space.ACC, d)
 
+        if prompt_token:
+            tok_elem = self.tok_row
+
+        if load_constants:
+            ops.append(Op("constants", [], [], lambda a: self._emit_constants(e)))
+
         def emit_embed(a):
+            if prompt_token:
+                e.load(Space.ACC, dram=self.r_prompt.addr + 4 * t, dram_stride=0,
+                       sram=tok_elem, sram_stride=0, rows=1, length=1)
             e.gather(Space.SP, table=self.r_wte.addr, table_bytes=self.r_wte.nbytes,
                      idx_acc=tok_elem, idx_scale=d, sram=a(xe), sram_stride=0, rows=1,
                      length=d, dram_stride=0)

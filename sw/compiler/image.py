@@ -139,6 +139,7 @@ class DramLayout:
     regions: dict[str, Region] = field(default_factory=dict)
     pim: dict[str, PimMatrix] = field(default_factory=dict)
     next_row: int = 0
+    usage: dict = field(default_factory=dict)
     _pim_row: int = -1
     _pim_col: int = 0
 
@@ -148,16 +149,23 @@ class DramLayout:
         return self.cfg.dram_banks * self.cfg.row_bytes
 
     def _take_rows(self, n: int, what: str) -> int:
-        if self.next_row + n > self.cfg.bank_rows:
-            need = (self.next_row + n) * self.grow_bytes
-            raise CompileError(
-                f"the model does not fit the configured DRAM: {what} needs DRAM up to "
-                f"{need} bytes but the config has {self.cfg.dram_bytes} "
-                f"(short by {need - self.cfg.dram_bytes} bytes); use a config with more "
-                f"bank_rows")
+        # Allocation never fails here; check() reports the whole shortfall at once.
         r = self.next_row
         self.next_row += n
+        self.usage[what] = self.usage.get(what, 0) + n * self.grow_bytes
         return r
+
+    def check(self) -> None:
+        """Raise CompileError naming the total DRAM needed and the biggest consumers."""
+        need = self.next_row * self.grow_bytes
+        if self.next_row > self.cfg.bank_rows:
+            top = sorted(self.usage.items(), key=lambda kv: -kv[1])[:4]
+            parts = ", ".join(f"{k} {v}" for k, v in top)
+            raise CompileError(
+                f"the model does not fit the configured DRAM: it needs {need} bytes but config "
+                f"{self.cfg.name!r} has {self.cfg.dram_bytes} (short by "
+                f"{need - self.cfg.dram_bytes} bytes; largest parts in bytes: {parts}); use a "
+                f"config with more bank_rows or banks")
 
     def region(self, name: str, nbytes: int) -> Region:
         """A contiguous byte region starting on a global-row boundary."""

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmaccel.hw.config import AccelConfig
-from llmaccel.hw.isa import Opcode, Space
+from llmaccel.hw.isa import Opcode, Space, Src2Mode
 
 from .program import Access, CompileError, ProgramBuilder
 
@@ -75,6 +75,7 @@ class PlanReport:
     peak_sp: int = 0          # high-water mark, elements
     peak_acc: int = 0
     evictions: int = 0
+    moves: int = 0            # tensors slid down to close holes (vector copies)
     spills: int = 0
     reloads: int = 0
     limits: dict = field(default_factory=dict)
@@ -86,23 +87,45 @@ class _Arena:
     def __init__(self, base: int, limit: int):
         self.base, self.limit = base, limit
         self.used: list[tuple[int, int]] = []   # sorted (start, end)
-        self.high = base
+        self.top: set[int] = set()               # starts of blocks allocated from the top
+        self.peak = 0                             # rows: bottom high-water + top usage
 
-    def alloc(self, n: int) -> int | None:
-        pos = self.base
-        for s, e in self.used:
-            if s - pos >= n:
-                break
-            pos = max(pos, e)
-        if pos + n > self.limit:
-            return None
+    def _note_peak(self) -> None:
+        bottom = max((e for s, e in self.used if s not in self.top), default=self.base)
+        top = min((s for s, e in self.used if s in self.top), default=self.limit)
+        self.peak = max(self.peak, (bottom - self.base) + (self.limit - top))
+
+    def alloc(self, n: int, from_top: bool = False) -> int | None:
+        """First fit from the bottom, or (``from_top``) last fit from the top. Weights, which
+        live for one step, come from the top and activations from the bottom, so the two
+        kinds do not interleave and fragment the arena."""
+        if from_top:
+            end = self.limit
+            for s, e in reversed(self.used):
+                if end - e >= n:
+                    break
+                end = min(end, s)
+            pos = end - n
+            if pos < self.base:
+                return None
+        else:
+            pos = self.base
+            for s, e in self.used:
+                if s - pos >= n:
+                    break
+                pos = max(pos, e)
+            if pos + n > self.limit:
+                return None
         self.used.append((pos, pos + n))
         self.used.sort()
-        self.high = max(self.high, pos + n)
+        if from_top:
+            self.top.add(pos)
+        self._note_peak()
         return pos
 
     def free(self, start: int) -> None:
         self.used = [u for u in self.used if u[0] != start]
+        self.top.discard(start)
 
 
 class Planner:
@@ -142,13 +165,15 @@ class Planner:
         arena = self.arenas[t.space]
         rows = t.elems // w
         while True:
-            start = arena.alloc(rows)
+            start = arena.alloc(rows, from_top=t.home is not None)
             if start is not None:
                 t.addr = start * w
                 self.resident.append(t)
                 return
             victims = [v for v in self.resident
                        if v.space is t.space and v not in pinned and not v.persistent]
+            if not victims and self._compact(t.space):
+                continue
             if not victims:
                 raise CompileError(
                     f"{t.name} ({t.elems * t.esize} bytes in {t.mem}) does not fit: the "
@@ -157,6 +182,37 @@ class Planner:
                     f"{'scratchpad (sp_bytes)' if t.space is Space.SP else 'accumulator'}")
             victims.sort(key=lambda v: self._next_use(v, uses, now), reverse=True)
             self._evict(victims[0], uses, now)
+
+    def _compact(self, space: Space) -> bool:
+        """Slide the bottom-allocated tensors of ``space`` down over the holes between them
+        (vector-unit copies, in pieces that never overlap their own source). Returns whether
+        anything moved."""
+        w = self.cfg.row_width
+        arena = self.arenas[space]
+        moved = False
+        nxt = arena.base
+        for t in sorted((r for r in self.resident if r.space is space
+                         and r.addr // w not in arena.top), key=lambda r: r.addr):
+            row = t.addr // w
+            rows = t.elems // w
+            if row > nxt:
+                gap = row - nxt
+                for r0 in range(0, rows, gap):
+                    n = min(gap, rows - r0)
+                    src, dst = (row + r0) * w, (nxt + r0) * w
+                    self.b.emit(Opcode.VADD, reads=(Access(t.mem, src, src + n * w),),
+                                writes=(Access(t.mem, dst, dst + n * w),),
+                                dst={"space": space, "addr": dst, "stride": w},
+                                src1={"space": space, "addr": src, "stride": w},
+                                src2={"mode": Src2Mode.IMM}, imm=0, rows=n)
+                arena.free(row)
+                arena.used.append((nxt, nxt + rows))
+                arena.used.sort()
+                t.addr = nxt * w
+                self.report.moves += 1
+                moved = True
+            nxt += rows
+        return moved
 
     @staticmethod
     def _next_use(t: Tensor, uses: dict, now: int) -> float:
@@ -221,14 +277,18 @@ class Planner:
             if self.prefetch and i + 1 < len(ops):
                 self._prefetch(ops[i + 1])
         w = self.cfg.row_width
-        self.report.peak_sp = self.arenas[Space.SP].high * w
-        self.report.peak_acc = self.arenas[Space.ACC].high * w
+        # Peak footprint: the smallest arena (above its base) the same placement fits in;
+        # reported as the limit that reproduces it (base included).
+        for space, attr in ((Space.SP, "peak_sp"), (Space.ACC, "peak_acc")):
+            ar = self.arenas[space]
+            setattr(self.report, attr, (ar.base + ar.peak) * w)
         return self.report
 
     def _prefetch(self, op: Op) -> None:
         for t in op.inputs:
             if t.addr is None and t.home is not None:
-                start = self.arenas[t.space].alloc(t.elems // self.cfg.row_width)
+                start = self.arenas[t.space].alloc(t.elems // self.cfg.row_width,
+                                                   from_top=True)
                 if start is None:
                     return
                 t.addr = start * self.cfg.row_width

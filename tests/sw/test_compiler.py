@@ -1,0 +1,142 @@
+"""The compiler: programs on the golden ISA simulator give the int8 reference's tokens exactly,
+the planner reaches zero non-compulsory traffic at its peak footprint and spills correctly under
+tighter budgets, and what cannot be compiled is rejected clearly."""
+
+import numpy as np
+import pytest
+
+from llmaccel.hw.config import preset
+from llmaccel.sim.backends import get_backend
+from llmaccel.sw.compiler import CompiledGPT, CompileError
+from llmaccel.sw.driver import Generator
+from llmaccel.sw.model.corpus import train_split
+from llmaccel.sw.model.gpt import GPTConfig, init_params
+from llmaccel.sw.model.int8 import generate_int8, quantize_model
+
+CFG = preset("default")
+
+
+@pytest.fixture(scope="module")
+def qmodel():
+    # Random weights with a large spread exercise saturation paths; the compiled programs must
+    # match the integer reference whatever the weights are.
+    mcfg = GPTConfig()
+    params = init_params(mcfg, seed=7, std=0.15)
+    return quantize_model(params, mcfg, train_split()[:60000])
+
+
+def _generate(q, prompt, n, **limits):
+    c = CompiledGPT(q, CFG, **limits)
+    gen = Generator(c, get_backend("golden", CFG))
+    return gen.generate(list(prompt), n)
+
+
+@pytest.mark.parametrize("prompt", [b"x", b"def f(a, b):\n    return a", bytes(range(40, 90))])
+def test_golden_tokens_equal_the_int8_reference(qmodel, prompt):
+    res = _generate(qmodel, prompt, 5)
+    ref = generate_int8(qmodel, list(prompt), 5)
+    assert res.tokens == ref[len(prompt):]
+    assert [s.kind for s in res.steps] == ["prefill"] + ["decode"] * 4
+
+
+def test_context_fill_slides_the_window(qmodel):
+    # 126 prompt bytes: decode at positions 126 and 127, then two sliding re-prefills.
+    prompt = bytes((i * 37 + 11) % 256 for i in range(126))
+    res = _generate(qmodel, prompt, 5)
+    ref = generate_int8(qmodel, list(prompt), 5)
+    assert res.tokens == ref[len(prompt):]
+    assert [s.kind for s in res.steps] == ["prefill", "decode", "decode", "prefill", "prefill"]
+
+
+@pytest.mark.parametrize("chunk", [None, 16])
+def test_zero_non_compulsory_traffic_at_the_peak_footprint(qmodel, chunk):
+    c = CompiledGPT(qmodel, CFG, weight_chunk=chunk)
+    info = c.prefill(64)
+    assert info.traffic.non_compulsory == 0
+    peak_sp, peak_acc = info.plan.peak_sp, info.plan.peak_acc
+    tight = CompiledGPT(qmodel, CFG, sp_limit=peak_sp, acc_limit=peak_acc, weight_chunk=chunk)
+    info2 = tight.prefill(64)
+    assert info2.traffic.non_compulsory == 0
+    assert info2.plan.evictions == 0
+    # compulsory = every weight tile and constant once + embeddings + prompt in, tokens and
+    # KV cache out
+    assert info2.traffic.compulsory == info.traffic.compulsory
+
+
+def test_tighter_budget_spills_and_stays_exact(qmodel):
+    # GEMMs split into 16-column weight chunks; an accumulator budget at 80 % of the way from
+    # the resident constants to the peak: every step fits on its own, but not every live tensor
+    # does, so residual blocks are spilled to DRAM and reloaded.
+    c = CompiledGPT(qmodel, CFG, weight_chunk=16)
+    peak = c.prefill(24).plan
+    base = c.acc_base
+    limits = {"weight_chunk": 16, "sp_limit": peak.peak_sp,
+              "acc_limit": (base + (peak.peak_acc - base) * 8 // 10) // 8 * 8}
+    info = CompiledGPT(qmodel, CFG, **limits).prefill(24)
+    assert info.traffic.non_compulsory > 0
+    assert info.plan.spills > 0 and info.plan.reloads > 0
+    prompt = bytes(range(65, 89))
+    res = _generate(qmodel, prompt, 2, **limits)
+    assert res.tokens == generate_int8(qmodel, list(prompt), 2)[len(prompt):]
+
+
+def test_budget_below_one_step_is_rejected_naming_the_tensor(qmodel):
+    c = CompiledGPT(qmodel, CFG, acc_limit=c_min(qmodel))
+    with pytest.raises(CompileError, match=r"does not fit: the ACC holds"):
+        c.prefill(64)
+
+
+def c_min(q):
+    # constants + token row + one small tensor: far below what a 64-token layer needs
+    return CompiledGPT(q, CFG).acc_base + 8 * 64
+
+
+def test_prompt_length_outside_the_context_is_rejected(qmodel):
+    c = CompiledGPT(qmodel, CFG)
+    with pytest.raises(CompileError, match=r"1\.\.128 tokens"):
+        c.prefill(129)
+    with pytest.raises(CompileError, match="outside the context"):
+        c.decode(128)
+
+
+def test_model_that_does_not_fit_dram_names_the_overflow():
+    mcfg = GPTConfig(d_model=256, n_layer=6, n_head=4)
+    q = quantize_model(init_params(mcfg, seed=1), mcfg, train_split()[:20000])
+    with pytest.raises(CompileError, match=r"does not fit the configured DRAM: .*short by \d+"):
+        CompiledGPT(q, CFG)
+
+
+def test_unsupported_shapes_are_rejected():
+    mcfg = GPTConfig(d_model=36, n_head=3, n_layer=1)
+    q = quantize_model(init_params(mcfg, seed=1), mcfg, train_split()[:20000])
+    with pytest.raises(CompileError, match="d_model 36 is not a multiple of the row width 8"):
+        CompiledGPT(q, CFG)
+
+
+def test_other_model_shapes_compile_and_match():
+    # A different width/depth/head count: tiling follows the model.
+    mcfg = GPTConfig(d_model=32, n_layer=2, n_head=2, n_ctx=64)
+    q = quantize_model(init_params(mcfg, seed=3, std=0.2), mcfg, train_split()[:20000])
+    prompt = b"abc"
+    res = _generate(q, prompt, 3)
+    assert res.tokens == generate_int8(q, list(prompt), 3)[3:]
+
+
+def test_decode_program_touches_no_weights_over_dma(qmodel):
+    c = CompiledGPT(qmodel, CFG)
+    c.prefill(10)
+    info = c.decode(10)
+    # only the token's embedding row, its position row, KV appends and the output token
+    d = qmodel.cfg.d_model
+    assert info.traffic.compulsory_read == 2 * d
+    assert np.isclose(info.traffic.non_compulsory, 0)
+
+
+def test_pim_prefill_mode_matches_without_array_weight_copies(qmodel):
+    prompt = b"if x:"
+    c = CompiledGPT(qmodel, CFG, prefill_mode="pim")
+    assert not c.tiles
+    res = Generator(c, get_backend("golden", CFG)).generate(list(prompt), 3)
+    assert res.tokens == generate_int8(qmodel, list(prompt), 3)[len(prompt):]
+    assert [s.kind for s in res.steps] == ["prefill"] * 5 + ["decode"] * 2
+    assert c.layout.bytes_used < CompiledGPT(qmodel, CFG).layout.bytes_used
