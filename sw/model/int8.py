@@ -163,7 +163,7 @@ def _linear(w: np.ndarray, b: np.ndarray, s_in: float, s_out: np.ndarray) -> Lin
 
 def _layernorm(gamma: np.ndarray, beta: np.ndarray, s_out: float, calib_x: list[np.ndarray],
                opts: QuantOptions) -> nx.LayerNormParams:
-    """Integer layer-norm constants for int32 inputs whose centred squares look like calib_x."""
+    """Integer layer-norm constants for int32 inputs like ``calib_x`` (in integer units)."""
     n = gamma.shape[0]
     mean_m, mean_s = (1, n.bit_length() - 1) if n & (n - 1) == 0 else \
         nx.requant_multiplier(1.0 / n, mbits=16)
@@ -222,8 +222,8 @@ def quantize_model(params: dict, cfg: GPTConfig, calib_data: bytes,
         p = f"h.{i}."
         s_ln1 = amax(p + "ln_1") / 127
         ln1 = _layernorm(P[p + "ln_1.weight"], P[p + "ln_1.bias"], s_ln1,
-                         [r["embed" if i == 0 else f"h.{i - 1}.resid_out"] for r in records],
-                         opts)
+                         [r["embed" if i == 0 else f"h.{i - 1}.resid_out"] / s_r
+                          for r in records], opts)
         s_q, s_k, s_v = amax(p + "q") / 127, amax(p + "k") / 127, amax(p + "v") / 127
         s_qkv = np.concatenate([np.full(d, s_q), np.full(d, s_k), np.full(d, s_v)])
         qkv = _linear(P[p + "attn.c_attn.weight"], P[p + "attn.c_attn.bias"], s_ln1, s_qkv)
@@ -237,7 +237,7 @@ def quantize_model(params: dict, cfg: GPTConfig, calib_data: bytes,
                        np.full(d, s_r))
         s_ln2 = amax(p + "ln_2") / 127
         ln2 = _layernorm(P[p + "ln_2.weight"], P[p + "ln_2.bias"], s_ln2,
-                         [r[p + "resid_mid"] for r in records], opts)
+                         [r[p + "resid_mid"] / s_r for r in records], opts)
         s_g = amax(p + "fc") / 127
         fc = _linear(P[p + "mlp.c_fc.weight"], P[p + "mlp.c_fc.bias"], s_ln2,
                      np.full(cfg.d_ff, s_g))
@@ -255,7 +255,7 @@ def quantize_model(params: dict, cfg: GPTConfig, calib_data: bytes,
 
     s_f = amax("ln_f") / 127
     ln_f = _layernorm(P["ln_f.weight"], P["ln_f.bias"], s_f,
-                      [r[f"h.{cfg.n_layer - 1}.resid_out"] for r in records], opts)
+                      [r[f"h.{cfg.n_layer - 1}.resid_out"] / s_r for r in records], opts)
     head_w, s_head = _per_channel(wte.T)                       # (d, V), scale per token
     top = float(s_head.max())
     head_m = np.floor(s_head / top * (1 << HEAD_SHIFT) + 0.5).astype(np.int64)
