@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 .PHONY: setup run test soak verilog synth bench docs clean help
 
 help:
-	@echo "make run      generate text with the tiny GPT (the main job)"
+	@echo "make run      generate text with the tiny GPT (the main job; PROMPT=..., TOKENS=...)"
 	@echo "make test     the whole test suite, ruff included"
 	@echo "make soak     long differential fuzzing (not part of make test)"
 	@echo "make verilog  write the generated Verilog to build/verilog"
@@ -32,8 +32,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+PROMPT ?= def
+TOKENS ?= 32
+
 run: setup
-	$(BIN)/llmaccel demo
+	$(BIN)/llmaccel generate --prompt "$(PROMPT) " --tokens $(TOKENS) --backend golden
 
 test: setup
 	$(BIN)/ruff check .
