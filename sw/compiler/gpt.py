@@ -576,6 +576,13 @@ class CompiledGPT:
         kv = -(-(t + 1) // 32)                    # V columns (32 tokens each) in use
         n_keys = max(32 * kv, -(-(t + 1) // B) * B)
         n_keys = -(-n_keys // B) * B              # whole slots
+        if H * (n_keys // B) > cfg.pim_slots or H * -(-hd // B) > cfg.pim_slots:
+            raise CompileError(f"decode at position {t} needs {H * (n_keys // B)} PIM "
+                               f"accumulator slots per bank for the attention scores; the "
+                               f"config has {cfg.pim_slots}")
+        if H * max(1, kv) > cfg.gbuf_chunks:
+            raise CompileError(f"decode at position {t} needs {H * kv} global-buffer chunks "
+                               f"for the attention weights; the config has {cfg.gbuf_chunks}")
         rd = d // W
         ops: list[Op] = []
         x = tensor("x", Space.ACC, d)
@@ -617,11 +624,11 @@ class CompiledGPT:
             a1 = tensor(p + "ln1.out", Space.SP, d)
             qkv_acc = tensor(p + "qkv.acc", Space.ACC, 3 * d)
             qkv = tensor(p + "qkv", Space.SP, 3 * d)
-            sc = tensor(p + "scores", Space.ACC, n_keys)
-            pi = tensor(p + "probs.idx", Space.SP, n_keys)
-            pr = tensor(p + "probs", Space.SP, n_keys)
-            sms = tensor(p + "softmax.scalars", Space.ACC, 3 * W)
-            oacc = tensor(p + "att.acc", Space.ACC, -(-hd // B) * B)
+            sc = tensor(p + "scores", Space.ACC, H * n_keys)
+            pi = tensor(p + "probs.idx", Space.SP, H * n_keys)
+            pr = tensor(p + "probs", Space.SP, H * n_keys)
+            sms = tensor(p + "softmax.scalars", Space.ACC, 3 * H * W)
+            oacc = tensor(p + "att.acc", Space.ACC, H * -(-hd // B) * B)
             att = tensor(p + "att", Space.SP, d)
             po = tensor(p + "proj.acc", Space.ACC, d)
 
@@ -642,30 +649,44 @@ class CompiledGPT:
                         e.store(Space.SP, dram=vm.addr(j0, cfg, t), dram_stride=cfg.row_bytes,
                                 sram=a(qkv) + 2 * d + h * hd + j0, sram_stride=1, rows=nf,
                                 length=1)
+                # All heads' scores first (the K-cache row stays open across heads), then all
+                # softmaxes, then all P·V products (the V-cache row stays open): two row
+                # switches per layer for attention instead of two per head. Each head has its
+                # own global-buffer chunks and accumulator slots.
                 sm = L.softmax
                 rk = n_keys // W
+                ks, vs = n_keys // B, -(-hd // B)
                 for h in range(H):
-                    km, vm = self.pim_k[i][h], self.pim_v[i][h]
-                    e.wrgb(a(qkv) + h * hd, 0, hd)
-                    for row, col, ncols, kc, slot in km.mac_segments(cfg, n_out=n_keys):
-                        e.mac(row=row, col=col, ncols=ncols, kc=kc, gb_chunk=0, slot=slot)
-                    e.pim_read(slot=0, nslots=n_keys // B, acc_addr=a(sc))
-                    S = acc(a(sc), W)
-                    mx, z, inv = (acc(a(sms) + k * W, 0) for k in range(3))
+                    e.wrgb(a(qkv) + h * hd, h * cfg.col_bytes, hd)
+                for h in range(H):
+                    for row, col, ncols, kc, slot in self.pim_k[i][h].mac_segments(
+                            cfg, n_out=n_keys):
+                        e.mac(row=row, col=col, ncols=ncols, kc=kc, gb_chunk=h,
+                              slot=h * ks + slot)
+                e.pim_read(slot=0, nslots=H * ks, acc_addr=a(sc))
+                for h in range(H):
+                    S = acc(a(sc) + h * n_keys, W)
+                    mx, z, inv = (acc(a(sms) + (3 * h + k) * W, 0) for k in range(3))
+                    pih, prh = a(pi) + h * n_keys, a(pr) + h * n_keys
                     e.mask(S, S, rk, W, 1, -t)
                     e.reduce(Opcode.VREDMAX, mx, S, rk, horizontal=True)
                     e.vec(Opcode.VSUB, S, S, rk, src2=mx)
-                    e.vec(Opcode.VMUL, sp(a(pi), W), S, rk, mode=Src2Mode.IMM, imm=sm.in_m,
+                    e.vec(Opcode.VMUL, sp(pih, W), S, rk, mode=Src2Mode.IMM, imm=sm.in_m,
                           shift=sm.in_s)
-                    e.vec(Opcode.VLUT, sp(a(pr), W), sp(a(pi), W), rk, imm=LUT_EXP)
-                    e.reduce(Opcode.VREDSUM, z, sp(a(pr), W), rk, horizontal=True)
+                    e.vec(Opcode.VLUT, sp(prh, W), sp(pih, W), rk, imm=LUT_EXP)
+                    e.reduce(Opcode.VREDSUM, z, sp(prh, W), rk, horizontal=True)
                     e.vec(Opcode.VRECIP, inv, z, 1, imm=L.att_num)
-                    e.wrgb(a(pr), 0, 32 * kv)
-                    for row, col, ncols, kc, slot in vm.mac_segments(cfg, kc_used=kv):
-                        e.mac(row=row, col=col, ncols=ncols, kc=kc, gb_chunk=0, slot=slot)
-                    e.pim_read(slot=0, nslots=-(-hd // B), acc_addr=a(oacc))
-                    e.vec(Opcode.VMUL, sp(a(att) + h * hd, W), acc(a(oacc), W), hd // W,
-                          src2=inv, shift=L.att_shift)
+                    e.wrgb(prh, h * kv * cfg.col_bytes, 32 * kv)
+                for h in range(H):
+                    for row, col, ncols, kc, slot in self.pim_v[i][h].mac_segments(
+                            cfg, kc_used=kv):
+                        e.mac(row=row, col=col, ncols=ncols, kc=kc, gb_chunk=h * kv,
+                              slot=h * vs + slot)
+                e.pim_read(slot=0, nslots=H * vs, acc_addr=a(oacc))
+                for h in range(H):
+                    inv = acc(a(sms) + (3 * h + 2) * W, 0)
+                    e.vec(Opcode.VMUL, sp(a(att) + h * hd, W), acc(a(oacc) + h * vs * B, W),
+                          hd // W, src2=inv, shift=L.att_shift)
                 gemv(self.pim_proj[i], a(att), d, a(po))
                 o = acc(a(po), W)
                 self._requant(e, L.proj, p + "proj", src=o, dst=o, rows=rd, packed=True)
