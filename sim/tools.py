@@ -22,6 +22,7 @@ __all__ = [
     "compact_memory_init",
     "content_hash",
     "find_iverilog",
+    "icarus_compatible",
     "require_iverilog",
     "verilator_bin",
     "verilator_env",
@@ -107,6 +108,22 @@ def verilog_of(component, name: str) -> str:
     from amaranth.back import verilog  # noqa: PLC0415 (heavy import)
 
     return compact_memory_init(verilog.convert(component, name=name, emit_src=False))
+
+
+_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*) += 0;$", re.M)
+
+
+def icarus_compatible(text: str) -> str:
+    """Make Yosys's combinational blocks run once at time 0 under Icarus.
+
+    Every ``always @*`` block Yosys writes reads a never-changing trigger register, meant to be
+    set by an initial statement so the block evaluates once at start-up; without it, Icarus
+    leaves the block's outputs X until some input changes (e.g. a mux whose select stays 0).
+    This adds ``initial #0 trigger = 1``; the ``#0`` places the event after every always block
+    has started waiting. Verilator needs no such help (and would warn about the delay).
+    """
+    return _TRIGGER.sub(lambda mt: f"{mt.group(0)}\n{mt.group(1)}initial #0 {mt.group(2)} "
+                                   f"= 1'h1;", text)
 
 
 _INIT_LINE = re.compile(r"^\s+(\\\S+ |[A-Za-z_][\w$]*)\[(\d+)\] = (\d+)'h([0-9a-fA-F]+);$")

@@ -15,6 +15,7 @@ from pathlib import Path
 from llmaccel.sim.tools import (
     BUILD_ROOT,
     content_hash,
+    icarus_compatible,
     require_iverilog,
     verilator_env,
     verilog_of,
@@ -38,6 +39,8 @@ def run_cocotb(component, *, name: str, test_module: str, simulator: str = "veri
     from cocotb_tools.runner import get_results, get_runner  # noqa: PLC0415
 
     text = verilog if verilog is not None else verilog_of(component, name)
+    if simulator == "icarus":
+        text = icarus_compatible(text)
     digest = content_hash(text, simulator)
     build_dir = BUILD_ROOT / "cocotb" / simulator / f"{name}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)

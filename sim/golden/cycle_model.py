@@ -21,11 +21,11 @@ so the model stays exact (cycle-accuracy tests compare RTL counters with it).
 
 from __future__ import annotations
 
-from collections import deque
+import dataclasses
 from dataclasses import dataclass, field
 
 from llmaccel.hw.config import AccelConfig
-from llmaccel.hw.isa import Instruction, Opcode, Space, Unit
+from llmaccel.hw.isa import ErrorCode, Instruction, Opcode, Space, Unit
 
 from .dram_model import DramModel
 from .timing_gemm import gemm_cycles, scalesim_cycles
@@ -61,7 +61,8 @@ class CycleReport:
     cycles: int
     busy: dict = field(default_factory=dict)        # unit name → busy cycles
     dram: dict = field(default_factory=dict)        # DramModel.stats
-    timings: list = field(default_factory=list)     # InstrTiming per instruction
+    timings: list = field(default_factory=list)     # InstrTiming per unit instruction
+    counters: dict = field(default_factory=dict)    # hw/regs.py COUNTERS, as the RTL counts
 
     def utilisation(self, unit: str) -> float:
         return self.busy.get(unit, 0) / self.cycles if self.cycles else 0.0
@@ -107,52 +108,37 @@ class CycleModel:
         op = self._pim.issue(ins, start)
         return self._pim.finish(op) + 1
 
-    def run(self, trace: list[tuple[int, Instruction]], gather_bases: dict | None = None
-            ) -> CycleReport:
-        """Cycles of a traced run. ``gather_bases`` maps a DMA_GATHER's trace index to the DRAM
-        base address its index selected (the golden simulator knows it)."""
-        cfg = self.cfg
-        gather_bases = gather_bases or {}
-        unit_free = dict.fromkeys(UNITS, 0)
-        last_end = dict.fromkeys(UNITS, 0)           # end of the latest instruction per unit
-        starts = {u: deque() for u in UNITS}        # start cycles, for queue occupancy
-        busy = {u.name: 0 for u in UNITS}
-        channel_free = 0
-        dispatch = 0
-        timings = []
-        end_all = 0
-        for i, (pc, ins) in enumerate(trace):
-            unit = ins.unit
-            dispatch += 1
-            if unit is not None and len(starts[unit]) >= cfg.queue_depth:
-                dispatch = max(dispatch, starts[unit][-cfg.queue_depth])
-            waits = UNITS if ins.opcode is Opcode.HALT else [u for u in UNITS if u in ins.wait]
-            ready = max([dispatch + 1] + [last_end[u] for u in waits])
-            if unit is None:
-                end = ready + (0 if ins.opcode is Opcode.NOP else 1)
-                dispatch = max(dispatch, ready)   # the controller itself waits
-                timings.append(InstrTiming(i, pc, ins.opcode, dispatch, ready, end))
-                end_all = max(end_all, end)
-                continue
-            start = max(ready, unit_free[unit])
-            if unit in (Unit.LOAD, Unit.STORE) or ins.opcode is Opcode.PIM_MAC:
-                start = max(start, channel_free)
-            if unit in (Unit.LOAD, Unit.STORE):
-                end = self._dma_cycles(ins, start, gather_bases.get(i))
-                channel_free = end
-            elif unit is Unit.PIM:
-                end = self._pim_cycles(ins, start)
-                if ins.opcode is Opcode.PIM_MAC:
-                    channel_free = end
-            elif unit is Unit.GEMM:
-                end = start + gemm_cycles(cfg, ins.m, ins.n, ins.k)
-            else:
-                end = start + vec_cycles(cfg, ins)
-            starts[unit].append(start)
-            unit_free[unit] = end
-            last_end[unit] = end
-            busy[unit.name] += end - start
-            timings.append(InstrTiming(i, pc, ins.opcode, dispatch, start, end))
-            end_all = max(end_all, end)
-        return CycleReport(cycles=end_all, busy=busy, dram=dict(self.dram.stats),
-                           timings=timings)
+    def run(self, trace: list[tuple[int, Instruction]], gather_bases: dict | None = None,
+            *, result=None, start_cycle: int = 0, program=None) -> CycleReport:
+        """Cycles of a traced run, as the RTL counts them: delegated to
+        :class:`~.system_model.SystemModel` (exact for the RTL top level).
+
+        ``gather_bases`` maps a DMA_GATHER's trace index to the DRAM base address its index
+        selected (the golden simulator knows it). ``result`` (the golden ``RunResult``) tells
+        how the run ended; without it a trace ending in HALT is a complete run and any other
+        trace is timed as if the program counter left DRAM after its last instruction.
+        ``start_cycle`` is the cycle (after reset) of the START write: the DRAM refresh phase
+        depends on it. ``program`` (DRAM bytes at START) only matters for runs that end in an
+        error. ``busy`` in the report is the RTL's ``busy_*`` counters (``o_busy`` cycles),
+        ``counters`` all of hw/regs.py's counters.
+        """
+        from .isa_sim import RunResult  # noqa: PLC0415
+        from .system_model import SystemModel  # noqa: PLC0415
+
+        if result is None:
+            done = bool(trace) and trace[-1][1].opcode is Opcode.HALT
+            last = trace[-1][0] + 32 if trace else 0
+            result = RunResult(status="done" if done else "error",
+                               error=ErrorCode.NONE if done else ErrorCode.PC_RANGE,
+                               error_pc=0 if done else last, trace=list(trace),
+                               gather_bases=dict(gather_bases or {}))
+        elif gather_bases is not None:
+            result = dataclasses.replace(result, trace=list(trace),
+                                         gather_bases=dict(gather_bases))
+        model = SystemModel(self.cfg)
+        base = trace[0][0] if trace else None
+        rep = model.run(result, start_cycle=start_cycle, base=base, program=program)
+        timings = [InstrTiming(ev.index, ev.pc, ev.ins.opcode, ev.dispatch, ev.start, ev.end)
+                   for ev in rep.events]
+        return CycleReport(cycles=rep.cycles, busy=rep.busy, dram=dict(model.dram.stats),
+                           timings=timings, counters=rep.counters)

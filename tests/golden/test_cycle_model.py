@@ -7,6 +7,7 @@ import pytest
 from llmaccel.hw.config import AccelConfig, preset
 from llmaccel.sim.golden.cycle_model import CycleModel, gemm_cycles, scalesim_cycles
 from llmaccel.sim.golden.isa_sim import GoldenMachine
+from llmaccel.sim.golden.timing_gemm import gemm_latency
 from llmaccel.sw.asm import assemble, to_binary
 
 
@@ -52,4 +53,5 @@ def test_program_replay_respects_waits_and_overlap():
     assert t["GEMM"].start < t["DMA_LOAD"].end          # independent: they overlap
     assert t["VADD"].start >= t["GEMM"].end             # waits for the GEMM
     assert rep.cycles >= max(t["DMA_LOAD"].end, t["VADD"].end)
-    assert rep.busy["GEMM"] == gemm_cycles(cfg, 16, 16, 16)
+    # busy is the RTL's busy_gemm counter: o_busy from the cycle after the handshake to o_done.
+    assert rep.busy["GEMM"] == gemm_cycles(cfg, 16, 16, 16) + gemm_latency(cfg)

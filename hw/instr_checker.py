@@ -1,0 +1,351 @@
+"""The decode checker: decides, for one instruction word, whether the golden model accepts it.
+
+:class:`InstrChecker` applies exactly the checks of ``hw.isa.decode`` and
+``GoldenMachine.execute`` (sim/golden/isa_sim.py), in the same order, and reports the same
+:class:`~.isa.ErrorCode`: the first failing check wins, as the first ``raise`` does there.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AccelConfig
+from .isa import (
+    INSTR_BITS,
+    OPCODES,
+    DmaInstr,
+    ErrorCode,
+    GemmInstr,
+    Header,
+    Opcode,
+    PimInstr,
+    Space,
+    Src2Mode,
+    VecInstr,
+    reserved_mask,
+)
+
+__all__ = ["CHECK_LATENCY", "WORK_BITS", "InstrChecker", "checked_layout", "word_layout"]
+
+#: Cycles from the input transfer to the verdict at the output (two registered stages).
+CHECK_LATENCY = 2
+#: Width of the ``work`` output (m·n·k of a GEMM needs 48 bits).
+WORK_BITS = 48
+
+_ELEMENTWISE = (Opcode.VADD, Opcode.VSUB, Opcode.VMUL, Opcode.VMAX, Opcode.VMIN)
+_REDUCTIONS = (Opcode.VREDSUM, Opcode.VREDMAX, Opcode.VARGMAX)
+
+
+def word_layout() -> data.StructLayout:
+    """An instruction word and the DRAM byte address it was fetched from."""
+    return data.StructLayout({"word": unsigned(INSTR_BITS), "pc": unsigned(33)})
+
+
+def checked_layout() -> data.StructLayout:
+    """The checker's verdict on one word.
+
+    * ``error``: the ErrorCode GoldenMachine raises for it (``NONE`` when legal).
+    * ``late``: a DMA_GATHER whose destination is out of SRAM while its index address is
+      fine. The golden model checks the gather's run-time DRAM range (from the index) before
+      the destination, so the verdict is DRAM_RANGE or SRAM_RANGE depending on the index;
+      ``error`` is SRAM_RANGE and the controller decides at run time.
+    * ``work``: what the instruction adds to the performance counters: m·n·k for GEMM,
+      ncols·banks·32 for PIM_MAC, DRAM bytes moved for DMA (as GoldenMachine's Stats count).
+    """
+    return data.StructLayout({
+        "word": unsigned(INSTR_BITS), "pc": unsigned(33), "error": ErrorCode,
+        "late": unsigned(1), "work": unsigned(WORK_BITS)})
+
+
+def _view(fmt, word):
+    return fmt(word[:data.Layout.cast(fmt).size])
+
+
+def _first(conds):
+    """The ErrorCode of the first true condition of ``[(cond, code), ...]`` (NONE if none)."""
+    out = ErrorCode.NONE
+    for cond, code in reversed(conds):
+        out = Mux(cond, code, out)
+    return out
+
+
+class InstrChecker(wiring.Component):
+    """Checks instruction words as the golden model does; a two-stage pipeline.
+
+    Stage 1 registers the word with the products the range checks need (``(rows−1)·stride`` of
+    up to three operands, the row-block extents of a GEMM, ``kc·free slots`` of a PIM_MAC, and
+    the first factor of the work count); stage 2 compares and registers the verdict. One word
+    per cycle flows through when the output is taken every cycle.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+
+    Ports
+    -----
+    i : In(stream.Signature(word_layout()))
+        Words to check. ``ready`` is high when stage 1 is empty or moves on.
+    o : Out(stream.Signature(checked_layout()))
+        Verdicts, in order, :data:`CHECK_LATENCY` cycles after their input at the earliest.
+        ``valid`` does not depend on ``ready``.
+    i_flush : In(1)
+        Drop every word in the pipeline (the controller starts a new program).
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(word_layout())),
+            "o": Out(stream.Signature(checked_layout())),
+            "i_flush": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        W = cfg.row_width
+        lw = (W - 1).bit_length()
+        lr = (cfg.array_rows - 1).bit_length()
+        lc = (cfg.array_cols - 1).bit_length()
+
+        s1_valid = Signal()
+        s1_word = Signal(INSTR_BITS)
+        s1_pc = Signal(33)
+        s2_valid = Signal()
+        s1_move = Signal()
+        m.d.comb += [
+            s1_move.eq(s1_valid & (~s2_valid | self.o.ready)),
+            self.i.ready.eq(~s1_valid | s1_move),
+            self.o.valid.eq(s2_valid),
+        ]
+
+        # ---- stage 1: products -----------------------------------------------------------
+        w0 = self.i.payload.word
+        op0 = _view(Header, w0).opcode
+        dma0, gemm0 = _view(DmaInstr, w0), _view(GemmInstr, w0)
+        pim0, vec0 = _view(PimInstr, w0), _view(VecInstr, w0)
+        # (count − 1)·stride products; the count and stride operands depend on the format.
+        ca, cb, cc = (Signal(signed(18), name=f"s0_c{x}") for x in "abc")
+        xa, xb, xc = (Signal(signed(34), name=f"s0_x{x}") for x in "abc")
+        wa, wb = Signal(unsigned(17)), Signal(unsigned(17))
+        is_dma0 = (op0 == Opcode.DMA_LOAD) | (op0 == Opcode.DMA_GATHER) | \
+            (op0 == Opcode.DMA_STORE)
+        is_gemm0 = op0 == Opcode.GEMM
+        is_mac0 = op0 == Opcode.PIM_MAC
+        rows_m1 = vec0.rows - 1                 # wraps for rows = 0, which needs no range
+        dma_m1 = dma0.rows - 1
+        mb_m1 = (gemm0.m - 1) >> lr if lr else gemm0.m - 1
+        nb_m1 = (gemm0.n - 1) >> lc if lc else gemm0.n - 1
+
+        def pick(dma_v, gemm_v, mac_v, vec_v):
+            # Expressions, not m.If: Icarus evaluates continuous assignments at time 0.
+            return Mux(is_dma0, dma_v, Mux(is_gemm0, gemm_v, Mux(is_mac0, mac_v, vec_v)))
+
+        m.d.comb += [
+            ca.eq(pick(dma_m1, mb_m1, pim0.kc, rows_m1)),
+            xa.eq(pick(dma0.dram_stride, gemm0.a_stride, cfg.pim_slots - pim0.slot,
+                       vec0.src1.stride)),
+            cb.eq(pick(dma_m1, nb_m1, 0, rows_m1)),
+            xb.eq(pick(dma0.sram_stride, gemm0.b_stride, 0, vec0.dst.stride)),
+            cc.eq(pick(0, mb_m1, 0, rows_m1)),
+            xc.eq(pick(0, gemm0.c_stride, 0, vec0.src2.stride)),
+            wa.eq(pick(dma0.rows, gemm0.m, 0, 0)),
+            wb.eq(pick(Mux(dma0.bcast & (op0 == Opcode.DMA_LOAD), 1, dma0.len), gemm0.n, 0, 0)),
+        ]
+        s1_pa, s1_pb, s1_pc_ = (Signal(signed(52), name=f"s1_p{x}") for x in "abc")
+        s1_work = Signal(unsigned(34))
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [s1_word.eq(w0), s1_pc.eq(self.i.payload.pc),
+                         s1_pa.eq(ca * xa), s1_pb.eq(cb * xb), s1_pc_.eq(cc * xc),
+                         s1_work.eq(wa * wb)]
+        with m.If(self.i_flush):
+            m.d.sync += s1_valid.eq(0)
+        with m.Elif(self.i.valid & self.i.ready):
+            m.d.sync += s1_valid.eq(1)
+        with m.Elif(s1_move):
+            m.d.sync += s1_valid.eq(0)
+
+        # ---- stage 2: comparisons --------------------------------------------------------
+        w = s1_word
+        op = _view(Header, w).opcode
+        dma, gemm = _view(DmaInstr, w), _view(GemmInstr, w)
+        pim, vec = _view(PimInstr, w), _view(VecInstr, w)
+
+        def size(space):
+            return Mux(space == Space.ACC, cfg.acc_elems, cfg.sp_bytes)
+
+        def misaligned(*vals):
+            out = 0
+            for v in vals:
+                out = out | (v[:lw] != 0) if lw else out
+            return out
+
+        # Opcode and reserved bits (hw.isa.decode).
+        legal = Signal()
+        reserved = Signal()
+        any_op = 0
+        any_res = 0
+        for opc in Opcode:
+            is_op = op == opc
+            any_op = any_op | is_op
+            any_res = any_res | (is_op & ((w & reserved_mask(opc)) != 0))
+        m.d.comb += [legal.eq(any_op), reserved.eq(any_res)]
+
+        # DMA.
+        esize = Mux(dma.space == Space.ACC, 4, 1)
+        d_empty = (dma.rows == 0) | (dma.len == 0)
+        d_e0 = Signal(signed(54))
+        d_e1 = Signal(signed(54))
+        m.d.comb += [d_e0.eq(dma.dram_addr), d_e1.eq(dma.dram_addr + s1_pa)]
+        bcast = dma.bcast & (op == Opcode.DMA_LOAD)
+        span = Mux(bcast, 0, (dma.len - 1) * esize)
+        d_lo = Mux(d_e0 < d_e1, d_e0, d_e1)
+        d_hi = Mux(d_e0 < d_e1, d_e1, d_e0) + span + esize - 1
+        dram_bad = (d_lo < 0) | (d_hi >= cfg.dram_bytes)
+        s_e0 = Signal(signed(54))
+        s_e1 = Signal(signed(54))
+        m.d.comb += [s_e0.eq(dma.sram_addr), s_e1.eq(dma.sram_addr + s1_pb)]
+        s_lo = Mux(s_e0 < s_e1, s_e0, s_e1)
+        s_hi = Mux(s_e0 < s_e1, s_e1, s_e0) + dma.len - 1
+        sram_bad = (s_lo < 0) | (s_hi >= size(dma.space))
+        idx_bad = dma.idx_addr >= cfg.acc_elems
+        err_dma = _first([(~d_empty & dram_bad, ErrorCode.DRAM_RANGE),
+                          (~d_empty & sram_bad, ErrorCode.SRAM_RANGE)])
+        err_gather = _first([(idx_bad, ErrorCode.SRAM_RANGE),
+                             (~d_empty & sram_bad, ErrorCode.SRAM_RANGE)])
+        late = Signal()
+        m.d.comb += late.eq(~idx_bad & ~d_empty & sram_bad)
+
+        # GEMM.
+        g_empty = (gemm.m == 0) | (gemm.n == 0)
+        g_mis = misaligned(gemm.a_addr, gemm.a_stride, gemm.b_addr, gemm.b_stride,
+                           gemm.c_addr, gemm.c_stride)
+        g_overlap = (gemm.m > cfg.array_rows) & (gemm.c_stride < gemm.n * W)
+        g_a_bad = gemm.a_addr + s1_pa + gemm.k * W - 1 >= cfg.sp_bytes
+        g_b_bad = gemm.b_addr + s1_pb + gemm.k * W - 1 >= cfg.sp_bytes
+        g_c_bad = gemm.c_addr + s1_pc_ + gemm.n * W - 1 >= cfg.acc_elems
+        err_gemm = _first([(g_mis, ErrorCode.MISALIGNED),
+                           (~g_empty & g_overlap, ErrorCode.ILLEGAL_FIELD),
+                           (~g_empty & (gemm.k != 0) & (g_a_bad | g_b_bad),
+                            ErrorCode.SRAM_RANGE),
+                           (~g_empty & g_c_bad, ErrorCode.SRAM_RANGE)])
+
+        # PIM.
+        err_wrgb = _first([
+            ((pim.len != 0) & (pim.sram_addr + pim.len - 1 >= cfg.sp_bytes),
+             ErrorCode.SRAM_RANGE),
+            ((pim.len != 0) & (pim.gb_addr + pim.len > cfg.gbuf_bytes), ErrorCode.PIM_RANGE)])
+        kmin = Mux(pim.kc < pim.ncols, pim.kc, pim.ncols)
+        slot_bad = (pim.slot >= cfg.pim_slots) | (pim.ncols > s1_pa)
+        mac_range = ((pim.row >= cfg.bank_rows) | (pim.col + pim.ncols > cfg.cols_per_row)
+                     | (pim.gb_chunk + kmin > cfg.gbuf_chunks) | slot_bad)
+        err_mac = _first([((pim.ncols != 0) & (pim.kc == 0), ErrorCode.ILLEGAL_FIELD),
+                          ((pim.ncols != 0) & mac_range, ErrorCode.PIM_RANGE)])
+        nread = pim.nslots * cfg.dram_banks
+        err_read = _first([
+            ((pim.nslots != 0) & (pim.slot + pim.nslots > cfg.pim_slots), ErrorCode.PIM_RANGE),
+            ((pim.nslots != 0) & (pim.sram_addr + nread - 1 >= cfg.acc_elems),
+             ErrorCode.SRAM_RANGE)])
+
+        # Vector.
+        def rows_bad(opnd, prod, extent):
+            """Row stream ``opnd`` over the rows whose last start is ``addr + prod``: outside
+            its SRAM when the lowest start is negative or the highest start + extent − 1 is
+            beyond it."""
+            e0 = Signal(signed(54))
+            e1 = Signal(signed(54))
+            m.d.comb += [e0.eq(opnd.addr), e1.eq(opnd.addr + prod)]
+            lo = Mux(e0 < e1, e0, e1)
+            hi = Mux(e0 < e1, e1, e0) + extent - 1
+            return (lo < 0) | (hi >= size(opnd.space))
+
+        v_mis1 = misaligned(vec.src1.addr, vec.src1.stride)
+        v_misd = misaligned(vec.dst.addr, vec.dst.stride)
+        v_mis2 = misaligned(vec.src2.addr, vec.src2.stride)
+        imm = vec.imm
+        lut_bad = (imm < 0) | (imm >= cfg.lut_tables)
+        err_lutld = _first([(vec.src1.space != Space.ACC, ErrorCode.ILLEGAL_FIELD),
+                            (lut_bad, ErrorCode.ILLEGAL_FIELD),
+                            (misaligned(vec.src1.addr), ErrorCode.MISALIGNED),
+                            (vec.src1.addr + 255 >= cfg.acc_elems, ErrorCode.SRAM_RANGE)])
+        err_trans = _first([(v_mis1, ErrorCode.MISALIGNED),
+                            (rows_bad(vec.src1, s1_pa, W * W), ErrorCode.SRAM_RANGE),
+                            (v_misd, ErrorCode.MISALIGNED),
+                            (rows_bad(vec.dst, s1_pb, W * W), ErrorCode.SRAM_RANGE)])
+        src1_bad = rows_bad(vec.src1, s1_pa, W)
+        err_red = _first([(v_mis1, ErrorCode.MISALIGNED),
+                          (src1_bad, ErrorCode.SRAM_RANGE),
+                          (v_misd, ErrorCode.MISALIGNED),
+                          (rows_bad(vec.dst, 0, W), ErrorCode.SRAM_RANGE)])
+        mode = vec.src2.mode
+        src2_vec = _first([(v_mis2, ErrorCode.MISALIGNED),
+                           (rows_bad(vec.src2, s1_pc_, W), ErrorCode.SRAM_RANGE)])
+        src2_scalar = _first([(rows_bad(vec.src2, s1_pc_, 1), ErrorCode.SRAM_RANGE)])
+        is_elem = 0
+        for opc in _ELEMENTWISE:
+            is_elem = is_elem | (op == opc)
+        specific = Signal(ErrorCode)
+        m.d.comb += specific.eq(
+            Mux(op == Opcode.VLUT, Mux(lut_bad, ErrorCode.ILLEGAL_FIELD, ErrorCode.NONE),
+                Mux(op == Opcode.VRECIP, Mux(imm < 0, ErrorCode.ILLEGAL_FIELD, ErrorCode.NONE),
+                    Mux(is_elem & (mode == Src2Mode.VEC), src2_vec,
+                        Mux(is_elem & (mode == Src2Mode.SCALAR), src2_scalar,
+                            ErrorCode.NONE)))))
+        err_elem = _first([(v_mis1, ErrorCode.MISALIGNED),
+                           (src1_bad, ErrorCode.SRAM_RANGE),
+                           (v_misd, ErrorCode.MISALIGNED),
+                           (rows_bad(vec.dst, s1_pb, W), ErrorCode.SRAM_RANGE),
+                           (specific != ErrorCode.NONE, specific)])
+        is_red = 0
+        for opc in _REDUCTIONS:
+            is_red = is_red | (op == opc)
+        err_rows0 = Mux(is_red, ErrorCode.ILLEGAL_FIELD, ErrorCode.NONE)
+        err_vec = Signal(ErrorCode)
+        m.d.comb += err_vec.eq(
+            Mux(op == Opcode.VLUTLD, err_lutld,
+                Mux(vec.rows == 0, err_rows0,
+                    Mux(op == Opcode.VTRANS, err_trans, Mux(is_red, err_red, err_elem)))))
+
+        # The verdict, in decode order: opcode, reserved bits, enum fields, then execute.
+        is_vec = 0
+        for o, info in OPCODES.items():
+            if info.fmt is VecInstr:
+                is_vec = is_vec | (op == o)
+        err_exec = Signal(ErrorCode)
+        m.d.comb += err_exec.eq(
+            Mux((op == Opcode.DMA_LOAD) | (op == Opcode.DMA_STORE), err_dma,
+                Mux(op == Opcode.DMA_GATHER, err_gather,
+                    Mux(op == Opcode.GEMM, err_gemm,
+                        Mux(op == Opcode.PIM_WRGB, err_wrgb,
+                            Mux(op == Opcode.PIM_MAC, err_mac,
+                                Mux(op == Opcode.PIM_READ, err_read,
+                                    Mux(is_vec, err_vec, ErrorCode.NONE))))))))
+        bad_mode = is_elem & (mode.as_value() == 3)
+        verdict = _first([(~legal, ErrorCode.ILLEGAL_OPCODE),
+                          (reserved, ErrorCode.RESERVED_BITS),
+                          (bad_mode, ErrorCode.ILLEGAL_FIELD),
+                          (1, err_exec)])
+
+        # Work: GEMM m·n·k, PIM_MAC ncols·B·32, DMA bytes.
+        work = Signal(WORK_BITS)
+        is_dma = (op == Opcode.DMA_LOAD) | (op == Opcode.DMA_GATHER) | (op == Opcode.DMA_STORE)
+        dma_work = Mux(dma.len == 0, 0, Mux(dma.space == Space.ACC, s1_work << 2, s1_work))
+        m.d.comb += work.eq(
+            Mux(op == Opcode.GEMM, s1_work * gemm.k,
+                Mux(op == Opcode.PIM_MAC, pim.ncols * (cfg.dram_banks * cfg.col_bytes),
+                    Mux(is_dma, dma_work, 0))))
+
+        o = self.o.payload
+        with m.If(s1_move):
+            m.d.sync += [o.word.eq(s1_word), o.pc.eq(s1_pc), o.error.eq(verdict),
+                         o.late.eq(legal & ~reserved & (op == Opcode.DMA_GATHER) & late),
+                         o.work.eq(work)]
+        with m.If(self.i_flush):
+            m.d.sync += s2_valid.eq(0)
+        with m.Elif(s1_move):
+            m.d.sync += s2_valid.eq(1)
+        with m.Elif(self.o.ready):
+            m.d.sync += s2_valid.eq(0)
+        return m

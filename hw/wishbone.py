@@ -1,0 +1,223 @@
+"""The host interface: a Wishbone classic (B4) slave implementing the register map of hw/regs.py.
+
+:func:`wishbone_signature` is the bus (seen from the initiator); :class:`Wishbone` is the
+register block behind it. docs/host.md describes the protocol and every register.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AccelConfig
+from .dram_channel import host_signature
+from .isa import ErrorCode
+from .ports import acc_read_signature, acc_write_signature, sp_read_signature, sp_write_signature
+from .regs import COUNTERS, ID_VALUE, HostMem, Reg
+
+__all__ = ["WB_ADDR_WIDTH", "Wishbone", "wishbone_signature"]
+
+#: Word-address width of the bus: 1 KiB of register space.
+WB_ADDR_WIDTH = 8
+
+
+def wishbone_signature(addr_width: int = WB_ADDR_WIDTH) -> wiring.Signature:
+    """Wishbone classic B4, 32-bit data, word addresses, seen from the initiator: ``adr``,
+    ``dat_w``, ``sel`` (byte enables), ``cyc``, ``stb``, ``we`` out; ``dat_r``, ``ack`` in."""
+    return wiring.Signature({
+        "adr": Out(addr_width),
+        "dat_w": Out(32),
+        "dat_r": In(32),
+        "sel": Out(4),
+        "cyc": Out(1),
+        "stb": Out(1),
+        "we": Out(1),
+        "ack": In(1),
+    })
+
+
+class Wishbone(wiring.Component):
+    """Register block of the accelerator on a Wishbone classic slave port.
+
+    Every access takes two cycles: in the cycle ``cyc & stb`` is first seen the access is
+    performed (a write takes effect, a memory read is issued), and ``ack`` is high in the next
+    cycle with ``dat_r``. A new access may start in the cycle after ``ack``. Unmapped addresses
+    read as zero and ignore writes. Writes to read/write registers honour ``sel``.
+
+    Registers (hw/regs.py): ID, CTRL (bit 0 START, bit 1 CLEAR_COUNTERS), STATUS, ERROR,
+    ERROR_PC, PROG_BASE, WATCHDOG, CONFIG, MEM_SEL, MEM_ADDR, MEM_DATA, counters. A counter is
+    64 bits: reading its low word latches its high word, which a read of the high word of the
+    same counter returns (any other high-word read returns the live value).
+
+    MEM_DATA reads or writes one 32-bit word of the memory MEM_SEL selects at MEM_ADDR and
+    advances MEM_ADDR: DRAM by 4 bytes (the low two address bits are ignored), SP by 4 int8
+    elements (four per word, little-endian, the low two bits ignored), ACC by one int32
+    element. SRAM writes take effect at once; DRAM goes through the channel's backdoor (no
+    timing).
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+        ``row_width`` must be at least 4 (a word of SP elements stays within one row).
+
+    Ports
+    -----
+    bus : In(wishbone_signature())
+    o_start, o_clear : Out(1)
+        One-cycle pulses from CTRL writes.
+    o_base, o_watchdog : Out(32)
+        PROG_BASE and WATCHDOG.
+    i_status : In(2), i_error : In(ErrorCode), i_error_pc : In(32)
+    i_counters : In(array of 64-bit counters)
+    dram : Out(host_signature(cfg))
+        The channel's host backdoor.
+    sp_rd, sp_wr, acc_rd, acc_wr : SRAM host ports.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        if cfg.row_width < 4:
+            raise ValueError(f"row width must be at least 4 for the host memory window, not "
+                             f"{cfg.row_width!r}")
+        self.cfg = cfg
+        super().__init__({
+            "bus": In(wishbone_signature()),
+            "o_start": Out(1),
+            "o_clear": Out(1),
+            "o_base": Out(32),
+            "o_watchdog": Out(32),
+            "i_status": In(2),
+            "i_error": In(ErrorCode),
+            "i_error_pc": In(32),
+            "i_counters": In(data.ArrayLayout(unsigned(64), len(COUNTERS))),
+            "dram": Out(host_signature(cfg)),
+            "sp_rd": In(sp_read_signature(cfg)),
+            "sp_wr": In(sp_write_signature(cfg)),
+            "acc_rd": In(acc_read_signature(cfg)),
+            "acc_wr": In(acc_write_signature(cfg)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        W = cfg.row_width
+        lw = (W - 1).bit_length()
+        bus = self.bus
+
+        ack = Signal()
+        go = Signal()
+        m.d.comb += [go.eq(bus.cyc & bus.stb & ~ack), bus.ack.eq(ack)]
+        m.d.sync += ack.eq(go)
+        wr = go & bus.we
+        rd = go & ~bus.we
+
+        def at(reg):
+            return bus.adr == (reg >> 2)
+
+        byte_mask = Cat(*[bus.sel[i].replicate(8) for i in range(4)])
+
+        def update(reg_sig):
+            return (reg_sig & ~byte_mask) | (bus.dat_w & byte_mask)
+
+        base = Signal(32)
+        watchdog = Signal(32)
+        mem_sel = Signal(2)
+        mem_addr = Signal(32)
+        m.d.comb += [self.o_base.eq(base), self.o_watchdog.eq(watchdog)]
+        m.d.comb += [self.o_start.eq(wr & at(Reg.CTRL) & bus.sel[0] & bus.dat_w[0]),
+                     self.o_clear.eq(wr & at(Reg.CTRL) & bus.sel[0] & bus.dat_w[1])]
+        with m.If(wr & at(Reg.PROG_BASE)):
+            m.d.sync += base.eq(update(base))
+        with m.If(wr & at(Reg.WATCHDOG)):
+            m.d.sync += watchdog.eq(update(watchdog))
+        with m.If(wr & at(Reg.MEM_SEL)):
+            m.d.sync += mem_sel.eq(update(mem_sel))
+
+        # ---- memory window --------------------------------------------------------------
+        mem_go = go & at(Reg.MEM_DATA)
+        step = Mux(mem_sel == HostMem.ACC, 1, 4)
+        with m.If(wr & at(Reg.MEM_ADDR)):
+            m.d.sync += mem_addr.eq(update(mem_addr))
+        with m.Elif(mem_go):
+            m.d.sync += mem_addr.eq(mem_addr + step)
+        is_dram = mem_sel == HostMem.DRAM
+        is_sp = mem_sel == HostMem.SP
+        is_acc = mem_sel == HostMem.ACC
+        cb = cfg.col_bytes
+        col_bits = (cfg.dram_bytes // cb - 1).bit_length()
+        word_in_col = mem_addr[2:5]
+        lane = mem_addr[:lw] if lw else 0
+        row = mem_addr[lw:]
+        dh = self.dram
+        m.d.comb += [
+            dh.addr.eq(mem_addr[5:5 + col_bits]),
+            dh.re.eq(mem_go & ~bus.we & is_dram),
+            dh.we.eq(mem_go & bus.we & is_dram),
+            dh.wmask.eq(bus.sel << (word_in_col * 4)),
+        ]
+        for k in range(cb // 4):
+            for i in range(4):
+                m.d.comb += dh.wdata[4 * k + i].eq(bus.dat_w[8 * i:8 * i + 8])
+        m.d.comb += [self.sp_rd.addr.eq(row), self.sp_rd.en.eq(mem_go & ~bus.we & is_sp),
+                     self.sp_wr.addr.eq(row)]
+        for j in range(W):
+            m.d.comb += self.sp_wr.data[j].eq(bus.dat_w.word_select(j % 4, 8))
+            in_word = (mem_addr[2:lw] == (j >> 2)) if W > 4 else 1
+            m.d.comb += self.sp_wr.en[j].eq(mem_go & bus.we & is_sp & in_word & bus.sel[j % 4])
+        m.d.comb += [self.acc_rd.addr.eq(row), self.acc_rd.en.eq(mem_go & ~bus.we & is_acc),
+                     self.acc_wr.addr.eq(row)]
+        for j in range(W):
+            m.d.comb += [self.acc_wr.data[j].eq(bus.dat_w),
+                         self.acc_wr.en[j].eq(mem_go & bus.we & is_acc & (lane == j)
+                                              & (bus.sel != 0))]
+
+        # ---- read data ------------------------------------------------------------------
+        cnt = self.i_counters
+        shadow = Signal(32)
+        shadow_idx = Signal(range(len(COUNTERS)))
+        reg_val = Signal(32)
+        cfg_word = (cfg.array_rows | cfg.array_cols << 8 | cfg.dram_banks << 16
+                    | (W << 24))
+        with m.Switch(bus.adr):
+            for reg, val in ((Reg.ID, ID_VALUE), (Reg.CONFIG, cfg_word)):
+                with m.Case(reg >> 2):
+                    m.d.comb += reg_val.eq(val)
+            for reg, sig in ((Reg.STATUS, self.i_status), (Reg.ERROR, self.i_error),
+                             (Reg.ERROR_PC, self.i_error_pc), (Reg.PROG_BASE, base),
+                             (Reg.WATCHDOG, watchdog), (Reg.MEM_SEL, mem_sel),
+                             (Reg.MEM_ADDR, mem_addr)):
+                with m.Case(reg >> 2):
+                    m.d.comb += reg_val.eq(sig)
+            for k in range(len(COUNTERS)):
+                with m.Case((Reg.COUNTER_BASE >> 2) + 2 * k):
+                    m.d.comb += reg_val.eq(cnt[k][:32])
+                    with m.If(rd):
+                        m.d.sync += [shadow.eq(cnt[k][32:]), shadow_idx.eq(k)]
+                with m.Case((Reg.COUNTER_BASE >> 2) + 2 * k + 1):
+                    m.d.comb += reg_val.eq(Mux(shadow_idx == k, shadow, cnt[k][32:]))
+        rdata = Signal(32)
+        mem_rd = Signal()
+        r_sel = Signal(2)
+        r_addr = Signal(5)
+        m.d.sync += [rdata.eq(reg_val), mem_rd.eq(mem_go & ~bus.we), r_sel.eq(mem_sel),
+                     r_addr.eq(mem_addr[:5])]
+        dram_word = Signal(32)
+        m.d.comb += dram_word.eq(dh.rdata.as_value().word_select(r_addr[2:5], 32))
+        sp_word = Signal(32)
+        acc_word = Signal(32)
+        r_lane = r_addr[:lw] if lw else 0
+        if W > 4:
+            m.d.comb += sp_word.eq(self.sp_rd.data.as_value().word_select(r_addr[2:lw], 32))
+        else:
+            m.d.comb += sp_word.eq(self.sp_rd.data.as_value())
+        m.d.comb += acc_word.eq(self.acc_rd.data.as_value().word_select(r_lane, 32))
+        with m.If(mem_rd), m.Switch(r_sel):
+            with m.Case(HostMem.DRAM):
+                m.d.comb += bus.dat_r.eq(dram_word)
+            with m.Case(HostMem.SP):
+                m.d.comb += bus.dat_r.eq(sp_word)
+            with m.Case(HostMem.ACC):
+                m.d.comb += bus.dat_r.eq(acc_word)
+        with m.Else():
+            m.d.comb += bus.dat_r.eq(rdata)
+        return m
