@@ -1,22 +1,17 @@
-"""Cycle model: how many cycles a program takes, from the config alone.
+"""Cycle model: how many cycles a program takes on the RTL, predicted from the config alone.
 
-The model replays a program's instruction stream (decoded by the golden simulator, which also
-supplies the runtime values the timing depends on) through a model of the machine's timing:
+:class:`CycleModel` replays a golden trace (the instructions the golden simulator executed, with
+the run-time values timing depends on, such as gather indices) through
+:class:`~.system_model.SystemModel`, which composes the exact timing of every part:
 
-* the controller dispatches one instruction per cycle into per-unit queues of
-  ``config.queue_depth`` entries and stalls when a queue is full;
-* each unit runs its instructions in order; an instruction starts when its unit is free and every
-  earlier instruction of each unit in its ``wait`` mask has finished;
-* GEMM takes :func:`gemm_cycles` (the SCALE-Sim output-stationary formula when
-  ``gemm_overlap`` is off);
-* DMA and PIM share one DRAM channel, modelled command by command by :class:`DramModel` (open
-  rows, tRCD/tRP/tRAS/tRC/tRRD/tFAW/tCCD/tCL/tWR/tRTP, refresh every tREFI for tRFC);
-* PIM_MAC streams one column per bank per tCCD_L after the row is open in every bank;
-* vector instructions take one beat per row (``row_width / vector_lanes`` cycles per row) plus a
-  fixed pipeline latency, and multi-cycle steps for VRECIP/VISQRT.
+* the controller's fetch, checker pipeline and dispatch into per-unit queues, wait masks,
+  fences and gather serialisation (sim/golden/system_model.py);
+* GEMM: :mod:`.timing_gemm` (SCALE-Sim's output-stationary count with overlap off);
+* vector unit: :mod:`.timing_vec`; DMA engines: :mod:`.timing_dma`; PIM: :mod:`.timing_pim`;
+* the DRAM channel, command by command, shared by fetch, DMA and PIM: :mod:`.dram_model`.
 
-The per-unit timing functions are the contract with the RTL: each RTL issue updates its function
-so the model stays exact (cycle-accuracy tests compare RTL counters with it).
+Each RTL unit has a test that its cycles equal its timing function, and the top-level tests
+check that the RTL's cycle and performance counters equal this model's prediction.
 """
 
 from __future__ import annotations
@@ -25,11 +20,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from llmaccel.hw.config import AccelConfig
-from llmaccel.hw.isa import ErrorCode, Instruction, Opcode, Space, Unit
+from llmaccel.hw.isa import ErrorCode, Instruction, Opcode, Unit
 
 from .dram_model import DramModel
 from .timing_gemm import gemm_cycles, scalesim_cycles
-from .timing_pim import PimTiming
 from .timing_vec import vec_cycles
 
 __all__ = [
@@ -73,40 +67,6 @@ class CycleModel:
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
-        self.dram = DramModel(cfg)
-        self._pim = PimTiming(cfg, self.dram)
-
-    def _dma_cycles(self, ins: Instruction, start: int, gather_base: int | None) -> int:
-        cfg = self.cfg
-        size = 4 if ins.space is Space.ACC else 1
-        rows, n = ins.rows, ins.len
-        if rows == 0 or n == 0:
-            return start + 1
-        base = ins.dram_addr if gather_base is None else gather_base
-        write = ins.opcode is Opcode.DMA_STORE
-        t = start
-        last_col = None
-        beats = 0
-        done = start
-        row_bytes = size if (ins.bcast and not write) else n * size
-        for r in range(rows):
-            a0 = base + r * ins.dram_stride
-            for col_addr in range(a0 - a0 % cfg.col_bytes, a0 + row_bytes, cfg.col_bytes):
-                if col_addr == last_col:
-                    continue  # the engine keeps the last column it read
-                last_col = col_addr
-                bank, drow, _, _ = cfg.dram_map(col_addr)
-                done = self.dram.column(t, bank, drow, write)
-                t = done - cfg.timing.tBURST if write else t
-            s0 = ins.sram_addr + r * ins.sram_stride
-            beats += (s0 + n - 1) // cfg.row_width - s0 // cfg.row_width + 1
-        return max(done, start + beats) + 1
-
-    def _pim_cycles(self, ins: Instruction, start: int) -> int:
-        """End of a PIM instruction offered to the PIM unit at ``start``: the cycle after its
-        ``o_done`` (sim/golden/timing_pim.py; the channel state is shared with DMA)."""
-        op = self._pim.issue(ins, start)
-        return self._pim.finish(op) + 1
 
     def run(self, trace: list[tuple[int, Instruction]], gather_bases: dict | None = None,
             *, result=None, start_cycle: int = 0, program=None) -> CycleReport:
