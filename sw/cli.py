@@ -20,6 +20,11 @@ from llmaccel.hw.errors import LlmaccelError
 __all__ = ["main"]
 
 
+#: The simulation backends (llmaccel.sim.backends.BACKENDS, spelled out so that `--help` does not
+#: import Amaranth; tests/e2e/test_generate.py checks the two agree).
+BACKENDS = ("golden", "amaranth", "verilator", "icarus")
+
+
 def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="default", metavar="NAME",
                    help=f"accelerator preset: {', '.join(PRESETS)} (default: %(default)s)")
@@ -53,46 +58,92 @@ def _digest(a: np.ndarray) -> str:
 
 
 def cmd_run_program(args) -> int:
-    from llmaccel.sim.golden.cycle_model import CycleModel
-    from llmaccel.sim.golden.isa_sim import GoldenMachine
     from llmaccel.sw.asm import read_program, to_binary
 
     cfg = preset(args.config)
-    if args.backend != "golden":
-        raise LlmaccelError(f"backend {args.backend!r} is not available for run-program yet; "
-                            f"use --backend golden")
     prog = read_program(args.program)
-    m = GoldenMachine(cfg, check_races=not args.no_race_check)
-    if args.dram:
-        m.load_dram(0, Path(args.dram).read_bytes())
-    m.load_dram(args.base, to_binary(prog))
-    res = m.run(args.base, max_instructions=args.max_instructions, trace=True)
-    cyc = CycleModel(cfg).run(res.trace, res.gather_bases)
-    summary = {
-        "status": res.status, "error": res.error.name, "error_pc": res.error_pc,
-        "message": res.message, "instructions": res.stats.instructions,
-        "per_unit": res.stats.per_unit, "gemm_macs": res.stats.gemm_macs,
-        "pim_macs": res.stats.pim_macs, "dram_read_bytes": res.stats.dram_read_bytes,
-        "dram_write_bytes": res.stats.dram_write_bytes,
-        "cycles_estimate": cyc.cycles, "busy_cycles": cyc.busy, "dram_commands": cyc.dram,
-        "digests": {k: _digest(v) for k, v in m.state().items()},
-    }
-    if args.dump:
-        np.savez(args.dump, **m.state())
+    binary = to_binary(prog)
+    image = Path(args.dram).read_bytes() if args.dram else None
+    if args.backend == "golden":
+        summary, state, ok = _run_program_golden(cfg, args, binary, image)
+    else:
+        summary, state, ok = _run_program_rtl(cfg, args, binary, image)
+    if state is not None:
+        summary["digests"] = {k: _digest(v) for k, v in state.items()}
+        if args.dump:
+            np.savez(args.dump, **state)
     if args.json:
         print(json.dumps(summary, indent=2))
+        return 0 if ok else 1
+    print(f"status        {summary['status']}" + (
+        f" ({summary['error']} at pc {summary['error_pc']:#x}: {summary['message']})"
+        if not ok else ""))
+    print(f"instructions  {summary['instructions']}  "
+          + "  ".join(f"{k}={v}" for k, v in summary["per_unit"].items() if v))
+    print(f"MACs          GEMM {summary['gemm_macs']}  PIM {summary['pim_macs']}")
+    print(f"DRAM bytes    read {summary['dram_read_bytes']}  "
+          f"written {summary['dram_write_bytes']}")
+    if "cycles" in summary:
+        print(f"cycles (RTL)  {summary['cycles']}  busy: "
+              + "  ".join(f"{k}={v}" for k, v in summary["busy_cycles"].items() if v))
     else:
-        print(f"status        {res.status}" + (f" ({res.error.name} at pc {res.error_pc:#x}: "
-                                                 f"{res.message})" if not res.ok else ""))
-        print(f"instructions  {res.stats.instructions}  "
-              + "  ".join(f"{k}={v}" for k, v in res.stats.per_unit.items() if v))
-        print(f"MACs          GEMM {res.stats.gemm_macs}  PIM {res.stats.pim_macs}")
-        print(f"DRAM bytes    read {res.stats.dram_read_bytes}  "
-              f"written {res.stats.dram_write_bytes}")
-        print(f"cycles (est.) {cyc.cycles}  busy: "
-              + "  ".join(f"{k}={v}" for k, v in cyc.busy.items() if v))
+        print(f"cycles (est.) {summary['cycles_estimate']}  busy: "
+              + "  ".join(f"{k}={v}" for k, v in summary["busy_cycles"].items() if v))
+    if "digests" in summary:
         print("state digests " + "  ".join(f"{k}={v}" for k, v in summary["digests"].items()))
-    return 0 if res.ok else 1
+    return 0 if ok else 1
+
+
+def _run_program_golden(cfg, args, binary: bytes, image: bytes | None):
+    from llmaccel.sim.golden.cycle_model import CycleModel
+    from llmaccel.sim.golden.isa_sim import GoldenMachine
+
+    if args.trace:
+        raise LlmaccelError("--trace needs an RTL backend (verilator, icarus or amaranth)")
+    m = GoldenMachine(cfg, check_races=not args.no_race_check)
+    if image:
+        m.load_dram(0, image)
+    m.load_dram(args.base, binary)
+    res = m.run(args.base, max_instructions=args.max_instructions, trace=True)
+    # The cycle model times complete runs; a run that stopped early is timed up to its end.
+    trace = res.trace if res.ok else res.trace[:-1]
+    cyc = CycleModel(cfg).run(trace, res.gather_bases)
+    summary = {
+        "backend": "golden", "status": res.status, "error": res.error.name,
+        "error_pc": res.error_pc, "message": res.message,
+        "instructions": res.stats.instructions, "per_unit": res.stats.per_unit,
+        "gemm_macs": res.stats.gemm_macs, "pim_macs": res.stats.pim_macs,
+        "dram_read_bytes": res.stats.dram_read_bytes,
+        "dram_write_bytes": res.stats.dram_write_bytes,
+        "cycles_estimate": cyc.cycles, "busy_cycles": cyc.busy, "dram_commands": cyc.dram,
+    }
+    return summary, m.state(), res.ok
+
+
+def _run_program_rtl(cfg, args, binary: bytes, image: bytes | None):
+    from llmaccel.sim.backends import get_backend
+
+    kw = {"trace": args.trace} if args.trace else {}
+    backend = get_backend(args.backend, cfg, **kw)
+    try:
+        if image:
+            backend.load_dram(0, image)
+        backend.load_dram(args.base, binary)
+        run = backend.run(args.base, max_cycles=args.max_cycles)
+        state = backend.state() if (args.dump or args.digests) else None
+    finally:
+        backend.close()
+    c = run.counters
+    summary = {
+        "backend": args.backend, "status": run.status, "error": run.error.name,
+        "error_pc": run.error_pc, "message": run.message,
+        "instructions": c["instructions"], "per_unit": c["per_unit"],
+        "gemm_macs": c["gemm_macs"], "pim_macs": c["pim_macs"],
+        "dram_read_bytes": c["dram_read_bytes"], "dram_write_bytes": c["dram_write_bytes"],
+        "cycles": run.cycles, "busy_cycles": c["busy"], "stall_cycles": c["stall"],
+        "dram_commands": c["dram_commands"],
+    }
+    return summary, state, run.ok
 
 
 def _progress(total: int, enabled: bool):
@@ -111,9 +162,11 @@ def cmd_generate(args) -> int:
 
     cfg = preset(args.config)
     prompt = args.prompt.encode("utf-8")
+    if args.trace and args.backend == "golden":
+        raise LlmaccelError("--trace needs an RTL backend (verilator, icarus or amaranth)")
     _params, qm = load_model(args.checkpoint)
     compiled = CompiledGPT(qm, cfg)
-    backend = get_backend(args.backend, cfg)
+    backend = get_backend(args.backend, cfg, **({"trace": args.trace} if args.trace else {}))
     try:
         gen = Generator(compiled, backend)
         bar = _progress(args.tokens, not args.json)
@@ -231,15 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the machine stops with an error.")
     s.add_argument("program", help="program file (.s/.asm text, anything else binary)")
     _config_arg(s)
-    s.add_argument("--backend", default="golden", choices=["golden"],
+    s.add_argument("--backend", default="golden", choices=list(BACKENDS),
                    help="simulation backend (default: %(default)s)")
     s.add_argument("--base", type=_int, default=0, help="DRAM address of the program")
     s.add_argument("--dram", metavar="IMAGE", help="raw DRAM image loaded at address 0 first")
     s.add_argument("--max-instructions", type=int, default=1_000_000,
-                   help="watchdog: stop with WATCHDOG after this many instructions")
+                   help="golden watchdog: stop with WATCHDOG after this many instructions")
+    s.add_argument("--max-cycles", type=int, default=50_000_000,
+                   help="RTL watchdog: stop with WATCHDOG after this many cycles")
     s.add_argument("--no-race-check", action="store_true",
                    help="do not check that wait masks order every cross-unit dependency")
+    s.add_argument("--digests", action="store_true",
+                   help="print digests of every memory (always on for golden; RTL backends "
+                        "read every memory through the bus for them)")
     s.add_argument("--dump", metavar="FILE.npz", help="save every memory to an .npz file")
+    s.add_argument("--trace", metavar="FILE", help="write a waveform (.fst or .vcd; RTL backends)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_run_program)
 
@@ -250,9 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "JSON object with --json.")
     s.add_argument("--prompt", default="def ", help="prompt text (UTF-8 bytes are the tokens)")
     s.add_argument("--tokens", type=int, default=32, help="new tokens to generate")
-    s.add_argument("--backend", default="golden",
-                   choices=["golden", "amaranth", "verilator", "icarus"],
-                   help="simulation backend (default: %(default)s)")
+    s.add_argument("--backend", default="verilator", choices=list(BACKENDS),
+                   help="simulation backend (default: %(default)s; golden is the NumPy model "
+                        "with cycles from the cycle model)")
+    s.add_argument("--trace", metavar="FILE",
+                   help="write a waveform of the whole run (.fst or .vcd; RTL backends; slow)")
     s.add_argument("--checkpoint", help="model weights (.npz/.safetensors; default: the "
                                         "shipped tiny GPT)")
     _config_arg(s)

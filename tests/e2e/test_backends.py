@@ -1,0 +1,174 @@
+"""The RTL backends' host plumbing, on a stand-in top level with the accelerator's bus ports:
+loads and reads through the memory window (aligned or not, before and after a run), runs,
+counters, errors, the watchdog and the harness's own hang limit, waveforms, and the errors a
+user sees when a simulator is missing. The real accelerator is exercised by test_e2e.py and
+test_fuzz.py."""
+
+import numpy as np
+import pytest
+
+from llmaccel.hw.config import preset
+from llmaccel.hw.isa import ErrorCode
+from llmaccel.hw.regs import Reg, Status
+from llmaccel.sim.backends import get_backend
+from llmaccel.sim.backends.rtl import (
+    IcarusBackend,
+    RtlError,
+    bus_ports,
+    fst_supported,
+    top_ports,
+    top_verilog,
+)
+from llmaccel.sim.backends.standin import StandinTop
+from llmaccel.sim.tools import SimulatorMissingError, available_simulators
+
+# A small machine: 8 KiB of DRAM keeps the stand-in's builds and full reads to seconds.
+CFG = preset("tiny").replace(name="standin", bank_rows=2, sp_bytes=1024, acc_elems=256)
+BACKENDS = [*available_simulators(), "amaranth"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request, tmp_path_factory):
+    # With a waveform: one Verilator build of the stand-in serves every test here.
+    trace = tmp_path_factory.mktemp("waves") / f"{request.param}.vcd"
+    be = get_backend(request.param, CFG, top=StandinTop, trace=trace)
+    yield be
+    be.close()
+
+
+def _program(n: int) -> np.ndarray:
+    return np.array([n, 0], "<u4")
+
+
+def test_dram_loads_and_reads_round_trip_at_any_alignment(backend, seed):
+    rng = np.random.default_rng(seed)
+    model = np.zeros(CFG.dram_bytes, np.uint8)     # the module's first test: DRAM from reset
+    for _ in range(12):
+        n = int(rng.integers(1, 700))
+        addr = int(rng.integers(0, CFG.dram_bytes - n))
+        data = rng.integers(0, 256, n, dtype=np.uint8)
+        data[rng.random(n) < 0.5] = 0          # zero runs exercise the sparse first load
+        backend.load_dram(addr, data)
+        model[addr:addr + n] = data
+        lo = max(0, addr - 5)
+        got = np.frombuffer(backend.read_dram(lo, n + 10), np.uint8)
+        np.testing.assert_array_equal(got, model[lo:lo + n + 10])
+    np.testing.assert_array_equal(backend.state()["dram"], model)
+
+
+def test_sram_windows_round_trip(backend, seed):
+    rng = np.random.default_rng(seed)
+    sp = rng.integers(-128, 128, 64, dtype=np.int8)
+    acc = rng.integers(-2**31, 2**31, 40, dtype=np.int64).astype(np.int32)
+    backend.load_sp(32, sp)
+    backend.load_acc(7, acc)
+    np.testing.assert_array_equal(backend.read_sp(32, 64), sp)
+    np.testing.assert_array_equal(backend.read_sp(33, 5), sp[1:6])
+    np.testing.assert_array_equal(backend.read_acc(7, 40), acc)
+    st = backend.state()
+    np.testing.assert_array_equal(st["sp"][32:96], sp)
+    np.testing.assert_array_equal(st["acc"][7:47], acc)
+    assert st["sp"].size == CFG.sp_bytes and st["acc"].size == CFG.acc_elems
+
+
+def test_run_reports_the_rtl_cycle_counter(backend):
+    backend.load_dram(0x400, _program(300))
+    runs = [backend.run(0x400) for _ in range(2)]
+    for run in runs:
+        assert run.ok and run.error is ErrorCode.NONE
+        assert run.cycles_source == "rtl"
+        # The stand-in writes its cycle count next to the program: the counter and DRAM agree.
+        assert run.cycles == int(np.frombuffer(backend.read_dram(0x404, 4), "<u4")[0])
+        assert 300 <= run.cycles <= 305
+        assert run.counters["per_unit"]["CTRL"] == 1      # counters cleared between runs
+        assert run.counters["raw"]["cycles"] == run.cycles
+        assert set(run.counters) >= {"instructions", "per_unit", "gemm_macs", "pim_macs",
+                                     "dram_read_bytes", "dram_write_bytes", "busy"}
+    assert runs[0].cycles == runs[1].cycles
+
+
+def test_error_status_code_and_pc(backend):
+    backend.load_dram(0x600, np.array([0xFFFF0000 | ErrorCode.SRAM_RANGE.value], "<u4"))
+    run = backend.run(0x600)
+    assert (run.status, run.error, run.error_pc) == ("error", ErrorCode.SRAM_RANGE, 0x600)
+    assert not run.ok
+
+
+def test_watchdog_ends_a_long_run(backend):
+    backend.load_dram(0x800, _program(10**8))
+    run = backend.run(0x800, max_cycles=700)
+    assert (run.status, run.error) == ("error", ErrorCode.WATCHDOG)
+    assert 700 <= run.cycles <= 710
+
+
+def test_a_model_that_ignores_its_watchdog_is_reported_not_waited_for(backend):
+    backend.load_dram(0x800, _program(10**8))
+    backend.reg_write(Reg.PROG_BASE, 0x800)
+    backend.reg_write(Reg.WATCHDOG, 0)          # the stand-in's watchdog off
+    assert backend._start_and_wait(2000) == -1
+    # Let the pretend run end so the next test starts from an idle machine.
+    backend.reg_write(Reg.WATCHDOG, 1)
+    for _ in range(100):
+        if backend.reg_read(Reg.STATUS) != Status.RUNNING:
+            break
+    assert backend.reg_read(Reg.STATUS) == Status.ERROR
+
+
+def test_waveforms(tmp_path):
+    cases = [(name, ".vcd") for name in BACKENDS]
+    cases += [("verilator", ".fst")] if fst_supported() else []
+    for name, suffix in cases:
+        path = tmp_path / f"{name}{suffix}"
+        be = get_backend(name, CFG, top=StandinTop, trace=path)
+        be.load_dram(0x40, _program(20))
+        assert be.run(0x40).ok
+        be.close()
+        assert path.stat().st_size > 200, name
+        if suffix == ".vcd":
+            text = path.read_bytes()
+            assert b"$enddefinitions" in text and b"o_irq" in text, name
+
+
+@pytest.mark.skipif(fst_supported(), reason="the FST headers are installed here")
+def test_fst_without_its_headers_names_the_packages(tmp_path):
+    with pytest.raises(Exception, match="liblz4-dev"):
+        get_backend("verilator", CFG, top=StandinTop, trace=tmp_path / "w.fst")
+
+
+def test_bad_waveform_suffix_is_a_clear_error():
+    with pytest.raises(Exception, match=r"must end in \.fst or \.vcd"):
+        get_backend("verilator", CFG, top=StandinTop, trace="waves.txt")
+
+
+def test_missing_iverilog_names_the_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SimulatorMissingError, match="apt-get install iverilog"):
+        get_backend("icarus", CFG, top=StandinTop)
+
+
+def test_bus_ports_of_the_stand_in_match_the_accelerator_contract():
+    ports = bus_ports(top_ports(top_verilog(CFG, StandinTop)))
+    assert ports["adr"].name == "bus__adr" and ports["dat_r"].direction == "output"
+    assert ports["done_pulse"].name == "o_irq"
+
+
+def test_amaranth_takes_the_first_image_at_construction(seed):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, 3000, dtype=np.uint8)
+    be = get_backend("amaranth", CFG, top=StandinTop)
+    be.load_dram(123, data)
+    be.load_dram(0x1800, _program(10))
+    assert be.ticks == 0                  # nothing simulated yet: the image is the init
+    assert be.run(0x1800).ok
+    assert be.read_dram(123, 3000) == data.tobytes()
+
+
+def test_icarus_reports_a_dead_simulator():
+    if "icarus" not in available_simulators():
+        pytest.skip("iverilog is not installed")
+    be = IcarusBackend(CFG, top=StandinTop)
+    be._proc.kill()
+    be._proc.wait()
+    with pytest.raises(RtlError, match="vvp exited"):
+        be.reg_read(Reg.ID)
+    be.close()

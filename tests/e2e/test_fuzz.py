@@ -1,0 +1,163 @@
+"""Differential fuzzing: random valid programs give bit-identical DRAM, SP and ACC on Verilator
+and the golden model; random illegal programs end in ERROR with the golden model's code and PC
+and never hang. ``make soak`` (LLMACCEL_SOAK=1) runs 10 000 programs."""
+
+import os
+
+import pytest
+
+from llmaccel.hw.config import preset
+from llmaccel.hw.isa import INSTR_BYTES, ErrorCode
+from llmaccel.sim.backends import get_backend
+from llmaccel.sim.backends.golden import GoldenBackend
+from llmaccel.sim.backends.rtl import RtlError
+from llmaccel.sim.fuzz import ILLEGAL_KINDS, DiffRunner, ProgramFuzzer
+from llmaccel.sim.tools import available_simulators
+
+CFG = preset("default")
+SOAK = os.environ.get("LLMACCEL_SOAK") == "1"
+
+
+@pytest.fixture
+def verilator():
+    # A fresh model per test (the library is built once): every runner starts from reset, as
+    # its golden twin does.
+    be = get_backend("verilator", CFG)
+    yield be
+    be.close()
+
+
+def _runner(backend, seed: int, **kw) -> DiffRunner:
+    r = DiffRunner(backend, GoldenBackend(CFG), ProgramFuzzer(CFG), seed=seed, **kw)
+    r.setup()
+    return r
+
+
+def _report(r: DiffRunner) -> str:
+    return "\n\n".join(str(m) for m in r.mismatches[:3])
+
+
+# -------------------------------------------------------------------------------------------
+# The fuzzer itself (golden only)
+def test_valid_programs_use_every_opcode_and_pass_the_race_checker(seed):
+    fz = ProgramFuzzer(CFG)
+    gold = GoldenBackend(CFG, check_races=True)
+    gold.load_dram(0, fz.arena_data(seed))
+    seen = set()
+    for i in range(60):
+        prog = fz.valid(seed + i, gold.machine)
+        gold.load_dram(prog.base, prog.binary)
+        res = gold.machine.run(prog.base, max_instructions=10_000)
+        assert res.ok, f"{res.message}\n{prog.listing()}"
+        seen |= {t.split()[0] for t in prog.text}
+    from llmaccel.hw.isa import Opcode
+
+    assert seen == {op.name.lower() for op in Opcode}
+
+
+@pytest.mark.parametrize("kind", ILLEGAL_KINDS)
+def test_illegal_programs_stop_at_their_bad_word(kind, seed):
+    fz = ProgramFuzzer(CFG)
+    gold = GoldenBackend(CFG)
+    gold.load_dram(0, fz.arena_data(seed))
+    for i in range(8):
+        prog = fz.illegal(seed + i, gold.machine, kind)
+        gold.load_dram(prog.base, prog.binary)
+        res = gold.machine.run(prog.base, max_instructions=10_000)
+        assert not res.ok
+        assert res.error_pc == prog.base + INSTR_BYTES * prog.bad_index, prog.listing()
+        if kind == "pc_range":
+            assert res.error is ErrorCode.PC_RANGE
+
+
+# -------------------------------------------------------------------------------------------
+# Verilator against the golden model
+def test_random_valid_programs_are_bit_exact_on_verilator(verilator, seed):
+    r = _runner(verilator, seed)
+    r.run(500, checkpoint_every=100)
+    assert not r.mismatches, _report(r)
+    assert r.programs == 501
+
+
+def test_random_illegal_programs_end_in_the_golden_error(verilator, seed):
+    r = _runner(verilator, seed)
+    r.run(150, illegal_share=0.6, checkpoint_every=50, final_compare="windows")
+    assert not r.mismatches, _report(r)
+    assert len(r.errors) >= 7, r.errors       # most error codes occurred
+
+
+def test_watchdog_bounds_every_run(verilator, seed):
+    fz = ProgramFuzzer(CFG)
+    gold = GoldenBackend(CFG)
+    prog = fz.valid(seed, gold.machine, n=40)
+    verilator.load_dram(prog.base, prog.binary)
+    run = verilator.run(prog.base, max_cycles=50)
+    assert (run.status, run.error) == ("error", ErrorCode.WATCHDOG)
+    # The units finish what they accepted (hw/controller.py), then the run ends.
+    assert 50 <= run.cycles < 50 + 20_000
+    assert prog.base <= run.error_pc < prog.base + len(prog.binary)
+
+
+@pytest.mark.xfail(reason="the golden cycle model is being made exact by the controller work; "
+                          "the measured mismatch is printed", strict=False,
+                   raises=AssertionError)
+def test_rtl_cycles_equal_the_cycle_model_on_random_programs(verilator, seed):
+    r = _runner(verilator, seed, compare_cycles=True)
+    r.run(60, final_compare="none")
+    assert not r.mismatches, _report(r)
+    print(f"cycle mismatches {len(r.cycle_mismatches)}/60: {r.cycle_mismatches[:10]}")
+    assert not r.cycle_mismatches
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SOAK, reason="soak runs with LLMACCEL_SOAK=1 (make soak)")
+def test_soak_ten_thousand_programs(verilator, seed):
+    r = _runner(verilator, seed)
+    r.run(10_000, illegal_share=0.2, checkpoint_every=500)
+    assert not r.mismatches, _report(r)
+
+
+# -------------------------------------------------------------------------------------------
+# The slower simulators on the small preset. Icarus and the Amaranth simulator run the real top
+# level at some hundred cycles per second: the default run checks a few short programs from
+# reset; the longer differential run is part of `make soak`.
+SLOW_BACKENDS = [
+    pytest.param("icarus", marks=[
+        pytest.mark.skipif("icarus" not in available_simulators(),
+                           reason="iverilog is not installed"),
+        # Until the run below ends under Icarus, each case waits out the hang margin (minutes).
+        pytest.mark.slow,
+        pytest.mark.xfail(raises=RtlError, strict=False, reason=(
+            "under Icarus the accelerator's first instruction fetch never completes (STATUS "
+            "stays RUNNING, nothing retires, the watchdog sets ERROR but the run never ends); "
+            "the same Verilog runs correctly under Verilator"))]),
+    "amaranth"]
+
+
+@pytest.mark.parametrize("name", SLOW_BACKENDS)
+def test_slow_backends_run_short_programs_like_golden(name, seed):
+    cfg = preset("tiny")
+    be = get_backend(name, cfg, max_cycles=20_000)
+    try:
+        r = DiffRunner(be, GoldenBackend(cfg), ProgramFuzzer(cfg, max_instructions=3),
+                       seed=seed)
+        r.run(3, illegal_share=0.34, final_compare="none")
+        assert not r.mismatches, _report(r)
+    finally:
+        be.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW_BACKENDS)
+def test_slow_backends_match_golden_on_the_tiny_preset(name, seed):
+    cfg = preset("tiny")
+    be = get_backend(name, cfg)
+    try:
+        r = DiffRunner(be, GoldenBackend(cfg), ProgramFuzzer(cfg, max_instructions=6),
+                       seed=seed)
+        r.setup()
+        # Every word each program wrote is compared; reading all memories would take long.
+        r.run(20, illegal_share=0.25, final_compare="none")
+        assert not r.mismatches, _report(r)
+    finally:
+        be.close()
