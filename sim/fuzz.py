@@ -47,8 +47,8 @@ from llmaccel.hw.isa import (
     reserved_mask,
 )
 from llmaccel.sim.backends import BackendRun
-from llmaccel.sim.golden.cycle_model import CycleModel
 from llmaccel.sim.golden.isa_sim import GoldenMachine, MachineError, RaceError
+from llmaccel.sim.golden.system_model import SystemModel
 from llmaccel.sw.compiler.program import Access, ProgramBuilder
 
 __all__ = [
@@ -741,6 +741,7 @@ class DiffRunner:
         self.backend, self.golden, self.fz = backend, golden, fuzzer
         self.seed = seed
         self.compare_cycles = compare_cycles
+        self.model = SystemModel(fuzzer.cfg)
         self.max_cycles = max_cycles
         self.mismatches: list[Mismatch] = []
         self.cycle_mismatches: list[tuple[int, int, int]] = []   # (seed, rtl, model)
@@ -758,8 +759,9 @@ class DiffRunner:
         self.programs += 1
         for be in (self.backend, self.golden):
             be.load_dram(prog.base, prog.binary)
-        want = self._golden_run(prog.base)
+        # The RTL first: the golden cycle model needs the cycle its START was written in.
         got = self.backend.run(prog.base, max_cycles=self.max_cycles)
+        want = self._golden_run(prog.base, got.start_cycle)
         if prog.kind == "valid" and not want.ok:
             raise AssertionError(f"the fuzzer made an invalid program: {want.message}\n"
                                  f"{prog.listing()}")
@@ -769,16 +771,19 @@ class DiffRunner:
                 f"status {got.status} {got.error.name} pc {got.error_pc:#x}, golden "
                 f"{want.status} {want.error.name} pc {want.error_pc:#x} ({want.message})")))
             return
-        if want.ok and self.compare_cycles and got.cycles != want.cycles:
+        if self.compare_cycles and got.cycles != want.cycles:
             self.cycle_mismatches.append((prog.seed, got.cycles, want.cycles))
         self._compare_writes(prog)
 
-    def _golden_run(self, base: int) -> BackendRun:
-        """The golden machine's run, with the cycle model's prediction for complete runs only
-        (GoldenBackend.run would also time the failing instruction of an erroring run)."""
+    def _golden_run(self, base: int, start_cycle: int | None) -> BackendRun:
+        """The golden machine's run and, with ``compare_cycles``, the system model's cycles for
+        it (one model for the whole session: open rows and the refresh phase carry over)."""
+        program = self.golden.machine.dram.copy() if self.compare_cycles else None
         res = self.golden.machine.run(base, max_instructions=100_000, trace=True)
-        cycles = CycleModel(self.fz.cfg).run(res.trace, res.gather_bases).cycles \
-            if res.ok and self.compare_cycles else 0
+        cycles = 0
+        if self.compare_cycles and start_cycle is not None:
+            cycles = self.model.run(res, start_cycle=start_cycle, base=base,
+                                    program=program).cycles
         return BackendRun(res.status, cycles, res.error, res.error_pc, res.message,
                           cycles_source="model")
 

@@ -50,6 +50,7 @@ class StepStats:
     position: int
     cycles: int
     counters: dict
+    start_cycle: int | None = None
 
 
 @dataclass
@@ -169,7 +170,8 @@ class Generator:
             for info in programs:
                 run, tok = self._run(info)
                 res.cycles_source = run.cycles_source
-                res.steps.append(StepStats(info.kind, info.position, run.cycles, run.counters))
+                res.steps.append(StepStats(info.kind, info.position, run.cycles, run.counters,
+                                           run.start_cycle))
                 res.compulsory_dram_bytes += info.traffic.compulsory
                 res.planned_dram_bytes += info.traffic.total
             seq.append(tok)

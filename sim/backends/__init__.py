@@ -37,6 +37,7 @@ class BackendRun:
     message: str = ""
     counters: dict = field(default_factory=dict)   # instructions, per-unit busy, MACs, bytes…
     cycles_source: str = "rtl"        # "rtl" (measured) or "model" (golden cycle model)
+    start_cycle: int | None = None    # cycle (counted from reset) of the START write, if known
 
     @property
     def ok(self) -> bool:

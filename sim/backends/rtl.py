@@ -197,6 +197,9 @@ def bus_ports(ports: dict[str, Port]) -> dict[str, Port]:
 # -------------------------------------------------------------------------------------------
 # The common host layer
 class RtlBackend(Backend):
+    #: Clock cycles the backend spends in reset before cycle 0 (the first cycle after reset).
+    RESET_TICKS = 4
+
     """Host operations on top of four bus primitives a simulator provides: register read and
     write, window write of word runs, window read, and start-and-wait."""
 
@@ -346,6 +349,9 @@ class RtlBackend(Backend):
         self.reg_write(Reg.WATCHDOG, limit)
         self.reg_write(Reg.CTRL, CTRL_CLEAR_COUNTERS)
         self._fresh = False
+        # The START write's cycle counted from the end of reset: the DRAM refresh phase (and so
+        # the exact cycle count) depends on it, and the golden cycle model needs it.
+        start_cycle = self.ticks - self.RESET_TICKS
         # Past the watchdog the units still finish what they accepted; a model that has not
         # stopped well after that is hung.
         status = self._start_and_wait(limit + max(20_000, min(HANG_MARGIN, limit)))
@@ -358,7 +364,7 @@ class RtlBackend(Backend):
         raw = self.read_counters()
         counters = counters_from_raw(raw)
         if status == Status.DONE:
-            return BackendRun("done", raw["cycles"], counters=counters)
+            return BackendRun("done", raw["cycles"], counters=counters, start_cycle=start_cycle)
         if status != Status.ERROR:
             raise RtlError(f"the {self.name} model stopped with STATUS {status}, "
                            f"neither DONE nor ERROR")
@@ -369,7 +375,8 @@ class RtlBackend(Backend):
         except ValueError:
             raise RtlError(f"the {self.name} model reports unknown error code {code}") from None
         return BackendRun("error", raw["cycles"], err, pc,
-                          f"{err.name} at pc {pc:#x} (reported by the RTL)", counters)
+                          f"{err.name} at pc {pc:#x} (reported by the RTL)", counters,
+                          start_cycle=start_cycle)
 
 
 def counters_from_raw(raw: dict[str, int]) -> dict:
@@ -1015,6 +1022,8 @@ class IcarusBackend(RtlBackend):
 # -------------------------------------------------------------------------------------------
 # Amaranth
 class AmaranthBackend(RtlBackend):
+    RESET_TICKS = 0   # the Amaranth simulator starts with every register at its reset value
+
     """The top level under Amaranth's simulator.
 
     The simulator is built at the first operation that needs it, with everything loaded so far

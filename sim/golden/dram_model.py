@@ -257,7 +257,10 @@ class DramModel:
                 not (until is not None and until()):
             t = self.now
             acted = self._step(t)
-            self.now = t + 1 if acted else self._next_time(t)
+            nxt = t + 1 if acted else self._next_time(t)
+            if to_cycle is not None and t < to_cycle:
+                nxt = min(nxt, to_cycle)    # an idle jump must not carry us past to_cycle
+            self.now = nxt
             if self.ref_due <= self.now:
                 self.ref_pending = True
                 while self.ref_due <= self.now:

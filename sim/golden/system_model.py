@@ -373,8 +373,14 @@ class _Run:
         yield lambda: (len(self.freq) > i and self.freq[i].done is not None) or \
             self.fetch_done
         if len(self.freq) > i:
-            yield lambda: self.freq[i].done is not None
-            return self.freq[i].done
+            # Data that arrives after the controller stopped changes nothing (its pop would
+            # only let the fetch issue past the stop): stop waiting, so that a request still
+            # queued behind a refresh does not carry the model past the run's end.
+            yield lambda: self.freq[i].done is not None or \
+                (self.stop is not None and self.dm.now >= self.stop)
+            done = self.freq[i].done
+            if done is not None and (self.stop is None or done < self.stop):
+                return done
         return None
 
     # ---------------------------------------------------------------------------------------

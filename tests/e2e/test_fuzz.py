@@ -98,9 +98,6 @@ def test_watchdog_bounds_every_run(verilator, seed):
     assert prog.base <= run.error_pc < prog.base + len(prog.binary)
 
 
-@pytest.mark.xfail(reason="the golden cycle model is being made exact by the controller work; "
-                          "the measured mismatch is printed", strict=False,
-                   raises=AssertionError)
 def test_rtl_cycles_equal_the_cycle_model_on_random_programs(verilator, seed):
     r = _runner(verilator, seed, compare_cycles=True)
     r.run(60, final_compare="none")
