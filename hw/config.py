@@ -306,6 +306,18 @@ PRESETS: dict[str, AccelConfig] = {
         gbuf_bytes=512, pim_slots=32, lut_tables=4),
     # The tiny-NPU comparison point: same memories as default, 16×16 array.
     "large": AccelConfig(name="large", array_rows=16, array_cols=16, vector_lanes=16),
+    # ULX3S (LFE5U-85F) board config, docs/fpga.md: the PIM banks are block-RAM banks, 4 banks
+    # × 128 rows × 1 KiB (512 KiB) hold the tiny GPT compiled with prefill_mode="pim" (one
+    # weight copy); 4 × 32 PIM multipliers + the 4×4 array fit the 156 DSPs. Block RAM has no
+    # rows to open nor a data bus to turn around: every timing parameter is at its minimum
+    # (one column per cycle per bank), refresh nearly never.
+    "fpga": AccelConfig(
+        name="fpga", array_rows=4, array_cols=4, vector_lanes=4, dram_banks=4,
+        dram_bank_groups=2, bank_rows=128, cols_per_row=32,
+        timing=DramTiming(tCCD_S=1, tCCD_L=1, tRCD=1, tRP=1, tRAS=1, tRC=2, tRRD_S=1,
+                          tRRD_L=1, tFAW=1, tREFI=65535, tRFC=2, tCL=2, tWR=1, tRTP=1,
+                          tBURST=1),
+        sp_bytes=4 * 1024, acc_elems=8 * 1024, gbuf_bytes=256, pim_slots=64, lut_tables=8),
 }
 
 

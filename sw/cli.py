@@ -342,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
             _config_arg(b)
         b.set_defaults(func=cmd_bench)
 
+    from llmaccel.sw.fpga_cli import add_commands as add_fpga_commands
+
+    add_fpga_commands(sub, _config_arg)
+
     s = sub.add_parser("config", help="show a preset's parameters",
                        description="Print every parameter of an accelerator preset.")
     _config_arg(s)

