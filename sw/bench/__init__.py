@@ -1,6 +1,7 @@
 """Benchmarks: ``llmaccel bench NAME [--json]``.
 
-Each benchmark is a module here (``gemm``, ``pim``, ``dma``, ``model``, ``e2e``, ``simspeed``)
+Each benchmark is a module here (``gemm``, ``pim``, ``pimgemm``, ``dma``, ``model``, ``e2e``,
+``simspeed``, ``fpga``)
 defining::
 
     DESCRIPTION: str
