@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["COUNTERS", "HostMem", "Reg", "Status", "counter_offset"]
+__all__ = ["COUNTERS", "HostMem", "Reg", "Status", "config_word", "counter_offset"]
 
 ID_VALUE = 0x4C4C4D41   # "LLMA"
 
@@ -67,3 +67,10 @@ COUNTERS = (
 def counter_offset(name: str) -> int:
     """Byte offset of the low word of counter ``name``."""
     return Reg.COUNTER_BASE + 8 * COUNTERS.index(name)
+
+
+def config_word(cfg) -> int:
+    """The CONFIG register's value for an ``AccelConfig``: array rows | cols << 8 | banks << 16
+    | row width << 24 (the host checks it against the config it compiled for)."""
+    fields = (cfg.array_rows, cfg.array_cols, cfg.dram_banks, cfg.row_width)
+    return sum(v << (8 * i) for i, v in enumerate(fields))

@@ -14,7 +14,7 @@ from .config import AccelConfig
 from .dram_channel import host_signature
 from .isa import ErrorCode
 from .ports import acc_read_signature, acc_write_signature, sp_read_signature, sp_write_signature
-from .regs import COUNTERS, ID_VALUE, HostMem, Reg
+from .regs import COUNTERS, ID_VALUE, HostMem, Reg, config_word
 
 __all__ = ["WB_ADDR_WIDTH", "Wishbone", "wishbone_signature"]
 
@@ -176,8 +176,7 @@ class Wishbone(wiring.Component):
         shadow = Signal(32)
         shadow_idx = Signal(range(len(COUNTERS)))
         reg_val = Signal(32)
-        cfg_word = (cfg.array_rows | cfg.array_cols << 8 | cfg.dram_banks << 16
-                    | (W << 24))
+        cfg_word = config_word(cfg)
         with m.Switch(bus.adr):
             for reg, val in ((Reg.ID, ID_VALUE), (Reg.CONFIG, cfg_word)):
                 with m.Case(reg >> 2):

@@ -27,7 +27,7 @@ import numpy as np
 
 from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.errors import LlmaccelError
-from llmaccel.hw.regs import HostMem, Reg, Status
+from llmaccel.hw.regs import HostMem, Reg, Status, config_word
 from llmaccel.hw.uart_bridge import BridgeOp
 from llmaccel.sim.backends.rtl import CTRL_START, RtlBackend
 
@@ -303,8 +303,7 @@ class BoardBackend(RtlBackend):
         self._poll = poll
         self._cycles = 0
         self.identify()
-        want = (cfg.array_rows | cfg.array_cols << 8 | cfg.dram_banks << 16
-                | cfg.row_width << 24)
+        want = config_word(cfg)
         got = self.reg_read(Reg.CONFIG)
         if got != want:
             raise BoardError(f"the board's CONFIG register reads {got:#010x}, but config "

@@ -21,7 +21,15 @@ from amaranth.lib.wiring import In, Out
 
 from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.isa import ErrorCode
-from llmaccel.hw.regs import COUNTERS, ID_VALUE, HostMem, Reg, Status, counter_offset
+from llmaccel.hw.regs import (
+    COUNTERS,
+    ID_VALUE,
+    HostMem,
+    Reg,
+    Status,
+    config_word,
+    counter_offset,
+)
 
 __all__ = ["StandinTop", "wishbone_signature"]
 
@@ -102,8 +110,7 @@ class StandinTop(wiring.Component):
             m.d.comb += rdata.eq(Cat(*[p.data for p in rports]).word_select(s1_sel, 32))
         regs = {Reg.ID: ID_VALUE, Reg.STATUS: status, Reg.ERROR: error, Reg.ERROR_PC: error_pc,
                 Reg.PROG_BASE: prog_base, Reg.WATCHDOG: watchdog,
-                Reg.CONFIG: cfg.array_rows | cfg.array_cols << 8 | cfg.dram_banks << 16
-                | cfg.row_width << 24,
+                Reg.CONFIG: config_word(cfg),
                 Reg.MEM_SEL: mem_sel, Reg.MEM_ADDR: mem_addr}
         s1_value = Signal(32)
         with m.If(~s1_mem_read):
