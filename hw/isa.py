@@ -35,6 +35,7 @@ Memory spaces
 
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -426,6 +427,7 @@ def _used_leaf_names(info: OpInfo) -> set[str]:
     return names
 
 
+@functools.cache
 def reserved_mask(opcode: Opcode) -> int:
     """Bits of the 256-bit word that ``opcode`` does not use: they must be zero."""
     info = OPCODES[opcode]
