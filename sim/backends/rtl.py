@@ -37,6 +37,7 @@ import re
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from abc import abstractmethod
@@ -52,6 +53,7 @@ from llmaccel.hw.regs import COUNTERS, ID_VALUE, HostMem, Reg, Status, counter_o
 from llmaccel.sim.tools import (
     BUILD_ROOT,
     content_hash,
+    icarus_compatible,
     require_iverilog,
     verilator_bin,
     verilator_env,
@@ -133,6 +135,11 @@ def _locked(path: Path):
     return cm()
 
 
+def _note(msg: str) -> None:
+    """A one-off progress line on stderr (long first-run builds)."""
+    print(f"llmaccel: {msg}", file=sys.stderr, flush=True)
+
+
 def top_verilog(cfg: AccelConfig, top=None) -> str:
     """Verilog of ``top(cfg)`` with module name ``llmaccel_top``, cached under
     ``build/verilog/`` by the hash of its sources and the config."""
@@ -143,6 +150,8 @@ def top_verilog(cfg: AccelConfig, top=None) -> str:
         return path.read_text()
     with _locked(path.with_suffix(".lock")):
         if not path.exists():
+            _note(f"generating the Verilog of the {cfg.name!r} top level (once per source "
+                  f"change; a few minutes)")
             text = verilog_of(top(cfg), TOP_NAME)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(text)
@@ -499,6 +508,8 @@ def build_verilator(verilog: str, *, trace: str = "", main: bool = False,
             (obj / "llm_ports.h").write_text(header)
             log.write_text("")
             jobs = jobs or max(1, min(4, os.cpu_count() or 1))
+            _note(f"building the Verilator model in {out_dir} (once per Verilog change; a "
+                  f"few minutes)")
             _run([verilator_bin(), "--cc", f"{TOP_NAME}.v", "--top-module", TOP_NAME,
                   "--prefix", "Vtop", "-Mdir", "obj", *opts, "--build", "-j", str(jobs)],
                  cwd=out_dir, env=env, log=log, what="verilating the top level")
@@ -840,6 +851,7 @@ def build_icarus(verilog: str, cfg: AccelConfig) -> Path:
     """Compile the top level and its host testbench with iverilog (cached by content)."""
     iverilog = require_iverilog()
     tb = icarus_testbench(verilog, cfg)
+    verilog = icarus_compatible(verilog)
     key = content_hash(verilog, tb)
     out_dir = BUILD_ROOT / "icarus" / key
     target = out_dir / "sim.vvp"

@@ -10,7 +10,6 @@ from llmaccel.hw.config import preset
 from llmaccel.hw.isa import INSTR_BYTES, ErrorCode
 from llmaccel.sim.backends import get_backend
 from llmaccel.sim.backends.golden import GoldenBackend
-from llmaccel.sim.backends.rtl import RtlError
 from llmaccel.sim.fuzz import ILLEGAL_KINDS, DiffRunner, ProgramFuzzer
 from llmaccel.sim.tools import available_simulators
 
@@ -122,12 +121,7 @@ SLOW_BACKENDS = [
     pytest.param("icarus", marks=[
         pytest.mark.skipif("icarus" not in available_simulators(),
                            reason="iverilog is not installed"),
-        # Until the run below ends under Icarus, each case waits out the hang margin (minutes).
-        pytest.mark.slow,
-        pytest.mark.xfail(raises=RtlError, strict=False, reason=(
-            "under Icarus the accelerator's first instruction fetch never completes (STATUS "
-            "stays RUNNING, nothing retires, the watchdog sets ERROR but the run never ends); "
-            "the same Verilog runs correctly under Verilator"))]),
+        pytest.mark.slow]),
     "amaranth"]
 
 
