@@ -76,7 +76,8 @@ class DramBank(wiring.Component):
         Column write with a byte mask (bytes with a zero mask bit keep their value).
     host_*:
         A second read/write port pair for the host backdoor (no timing, independent of the
-        scheduler's ports).
+        scheduler's ports). The read port reads ``host_addr`` every cycle (``host_re`` is not
+        needed: readers sample ``host_rdata`` the cycle after ``host_re``).
     is_open: Out(1), open_row: Out(row bits)
         Row-buffer state.
     act_ok, pre_ok, col_ok, ccd_ok: Out(1)
@@ -128,12 +129,19 @@ class DramBank(wiring.Component):
         rp = mem.read_port()
         hwp = mem.write_port(granularity=8)
         hrp = mem.read_port()
+        # Two address pairs, so that an FPGA maps the bank to true-dual-port block RAM (one
+        # read/write port for the scheduler, one for the host). The scheduler's ports share one
+        # address: the channel writes (WR) only outside PIM mode, to the column it also
+        # presents on rd_addr in that cycle, so the read address is unchanged. The host read
+        # port is always enabled: every reader samples host_rdata exactly one cycle after
+        # host_re, and the data then are the same.
+        sched_addr = Mux(self.wr_mask.any(), self.wr_addr, self.rd_addr)
         m.d.comb += [
-            rp.addr.eq(self.rd_addr), rp.en.eq(self.rd_en),
+            rp.addr.eq(sched_addr), rp.en.eq(self.rd_en),
             self.rd_data.as_value().eq(rp.data),
-            wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data.as_value()),
+            wp.addr.eq(sched_addr), wp.data.eq(self.wr_data.as_value()),
             wp.en.eq(self.wr_mask),
-            hrp.addr.eq(self.host_addr), hrp.en.eq(self.host_re),
+            hrp.addr.eq(self.host_addr), hrp.en.eq(1),
             self.host_rdata.as_value().eq(hrp.data),
             hwp.addr.eq(self.host_addr), hwp.data.eq(self.host_wdata.as_value()),
             hwp.en.eq(self.host_wmask & self.host_we.replicate(cfg.col_bytes)),

@@ -81,8 +81,8 @@ def test_lookup_table_memory_maps_to_block_ram(tmp_path):
 
 
 class TwoWritePorts(wiring.Component):
-    """The DRAM bank's port pattern: two write ports and two read ports, all addressed
-    separately."""
+    """Two write ports and two read ports, all addressed separately (the DRAM bank's pattern
+    before its scheduler ports shared one address; the SRAMs' pattern today)."""
 
     def __init__(self):
         super().__init__({"a": In(6), "b": In(6), "c": In(6), "d": In(6), "we": In(2),
