@@ -163,4 +163,5 @@ class Emitter:
                     slot=slot, nslots=nslots, sram_addr=acc_addr)
 
     def halt(self) -> None:
+        self.b.flush_deferred()
         self.b.emit(Opcode.HALT)

@@ -120,11 +120,27 @@ class CompiledGPT:
         self.v_inputs = -(-ctx // 32) * 32
         self.pim_k = [[None] * H for _ in range(m.n_layer)]
         self.pim_v = [[None] * H for _ in range(m.n_layer)]
+        # Where they fit, a layer's V cache shares its first row with the first keys of its K
+        # cache (K of head h in columns h·kr…, V after all heads' K): decode's score MACs then
+        # leave the V row open, so the V append is row hits and P·V needs no activation.
+        kck, kcv = -(-hd // cfg.col_bytes), -(-self.v_inputs // cfg.col_bytes)
+        k_per_bank = self.k_tokens // cfg.dram_banks
+        v_cols = H * kcv * -(-hd // cfg.dram_banks)
+        kr = min(k_per_bank, (cfg.cols_per_row - v_cols) // (H * kck))   # K slots per row
+        self.kv_shared = hd <= cfg.dram_banks and kr >= 1
         for i in range(m.n_layer):
-            for h in range(H):
-                self.pim_k[i][h] = lay.pim_matrix(f"h.{i}.k{h}", self.k_tokens, hd,
-                                                  pack=h > 0)
-        for i in range(m.n_layer):
+            if self.kv_shared:
+                row0 = lay.pim_rows(f"h.{i}.kv", -(-k_per_bank // kr))
+                for h in range(H):
+                    self.pim_k[i][h] = PimMatrix(f"h.{i}.k{h}", self.k_tokens, hd, kck, row0,
+                                                 h * kr * kck, per_row=kr)
+                    self.pim_v[i][h] = PimMatrix(f"h.{i}.v{h}", hd, self.v_inputs, kcv, row0,
+                                                 H * kr * kck + h * kcv, per_row=1)
+            else:
+                for h in range(H):
+                    self.pim_k[i][h] = lay.pim_matrix(f"h.{i}.k{h}", self.k_tokens, hd,
+                                                      pack=h > 0)
+        for i in range(m.n_layer if not self.kv_shared else 0):
             for h in range(H):
                 self.pim_v[i][h] = lay.pim_matrix(f"h.{i}.v{h}", hd, self.v_inputs)
         kv_rows = {mm.row0 for row in self.pim_k + self.pim_v for mm in row}
@@ -613,11 +629,21 @@ class CompiledGPT:
         scl = tensor("ln.scalars", Space.ACC, 4 * W)
         ops.append(Op("embed", [], [x, xe, xp, tmp, scr, scl], emit_embed))
 
-        def gemv(mat: PimMatrix, inp_sp: int, n_in: int, out_acc: int) -> None:
+        def gemv(mat: PimMatrix, inp_sp: int, n_in: int, out_acc: int,
+                 then: PimMatrix | None = None) -> None:
             e.wrgb(inp_sp, 0, n_in)
             for row, col, ncols, kc, slot in mat.mac_segments(cfg):
                 e.mac(row=row, col=col, ncols=ncols, kc=kc, gb_chunk=0, slot=slot)
             e.pim_read(slot=0, nslots=-(-mat.n_out // B), acc_addr=out_acc)
+            if then is not None:
+                # Open the next GEMV's row while the vector unit requantises this one's output
+                # and runs the layer norm before it: a one-column MAC into slot 0 (free: the
+                # PIM unit runs in order) activates every bank at once, taking the activation
+                # ramp and tRCD off the next GEMV. It follows the read-out's first consumer,
+                # whose wait on the PIM unit must not cover it.
+                row, col = then.mac_segments(cfg)[0][:2]
+                b.defer(1, lambda: e.mac(row=row, col=col, ncols=1, kc=1, gb_chunk=0,
+                                         slot=0))
 
         for i, L in enumerate(q.layers):
             p = f"h.{i}."
@@ -627,7 +653,7 @@ class CompiledGPT:
             sc = tensor(p + "scores", Space.ACC, H * n_keys)
             pi = tensor(p + "probs.idx", Space.SP, H * n_keys)
             pr = tensor(p + "probs", Space.SP, H * n_keys)
-            sms = tensor(p + "softmax.scalars", Space.ACC, 3 * H * W)
+            sms = tensor(p + "softmax.scalars", Space.ACC, (H + max(H, W) + W) * W)
             oacc = tensor(p + "att.acc", Space.ACC, H * -(-hd // B) * B)
             att = tensor(p + "att", Space.SP, d)
             po = tensor(p + "proj.acc", Space.ACC, d)
@@ -639,44 +665,92 @@ class CompiledGPT:
                 gemv(self.pim_qkv[i], a(a1), d, a(qkv_acc))
                 self._requant(e, L.qkv, p + "qkv", src=acc(a(qkv_acc), W),
                               dst=sp(a(qkv), W), rows=3 * d // W, packed=True)
-                for h in range(H):      # append k and v of position t to the caches
-                    km = self.pim_k[i][h]
-                    e.store(Space.SP, dram=km.addr(t, cfg), dram_stride=0,
-                            sram=a(qkv) + d + h * hd, sram_stride=0, rows=1, length=hd)
-                    vm = self.pim_v[i][h]
-                    for j0 in range(0, hd, B):
-                        nf = min(B, hd - j0)
-                        e.store(Space.SP, dram=vm.addr(j0, cfg, t), dram_stride=cfg.row_bytes,
-                                sram=a(qkv) + 2 * d + h * hd + j0, sram_stride=1, rows=nf,
-                                length=1)
+                # append k of position t to the K cache: one store for all heads when the
+                # heads' K matrices sit at a constant DRAM stride (they share a row)
+                k_addrs = [self.pim_k[i][h].addr(t, cfg) for h in range(H)]
+                k_step = k_addrs[1] - k_addrs[0] if H > 1 else 0
+                if all(k_addrs[h] == k_addrs[0] + h * k_step for h in range(H)):
+                    e.store(Space.SP, dram=k_addrs[0], dram_stride=k_step,
+                            sram=a(qkv) + d, sram_stride=hd, rows=H, length=hd)
+                else:
+                    for h in range(H):
+                        e.store(Space.SP, dram=k_addrs[h], dram_stride=0,
+                                sram=a(qkv) + d + h * hd, sram_stride=0, rows=1, length=hd)
                 # All heads' scores first (the K-cache row stays open across heads), then all
-                # softmaxes, then all P·V products (the V-cache row stays open): two row
-                # switches per layer for attention instead of two per head. Each head has its
-                # own global-buffer chunks and accumulator slots.
+                # softmaxes, then all P·V products (the V-cache row stays open): at most two
+                # row switches per layer for attention (one where K and V share a row). Each
+                # head has its own global-buffer chunks and accumulator slots.
                 sm = L.softmax
                 rk = n_keys // W
                 ks, vs = n_keys // B, -(-hd // B)
                 for h in range(H):
                     e.wrgb(a(qkv) + h * hd, h * cfg.col_bytes, hd)
-                for h in range(H):
-                    for row, col, ncols, kc, slot in self.pim_k[i][h].mac_segments(
-                            cfg, n_out=n_keys):
-                        e.mac(row=row, col=col, ncols=ncols, kc=kc, gb_chunk=h,
-                              slot=h * ks + slot)
+                # Row by row over the heads, the V row (shared with the first keys) last.
+                v_row = self.pim_v[i][0].row0
+                segs = [(row != v_row, row, h, col, ncols, kc, slot) for h in range(H)
+                        for row, col, ncols, kc, slot in self.pim_k[i][h].mac_segments(
+                            cfg, n_out=n_keys)]
+                for _, row, h, col, ncols, kc, slot in sorted(segs, key=lambda g: (-g[0], g[1])):
+                    e.mac(row=row, col=col, ncols=ncols, kc=kc, gb_chunk=h, slot=h * ks + slot)
                 e.pim_read(slot=0, nslots=H * ks, acc_addr=a(sc))
+                # Append v while the vector unit runs the softmaxes (the channel is free then).
+                # The score MACs left the V row open in every bank (it is shared with the
+                # first keys; otherwise a one-column MAC opens it, all banks at once), so the
+                # stores are row hits rather than one serial row miss per bank, and P·V finds
+                # its row open. Emitted after the first softmax instruction, which waits for
+                # the score read-out and must not also wait for that MAC.
+                def v_append():
+                    if not self.kv_shared:
+                        row, col = self.pim_v[i][0].mac_segments(cfg)[0][:2]
+                        e.mac(row=row, col=col, ncols=1, kc=1, gb_chunk=0, slot=0)
+                    for h in range(H):      # append v of position t to the V cache
+                        vm = self.pim_v[i][h]
+                        for j0 in range(0, hd, B):
+                            nf = min(B, hd - j0)
+                            # odd heads walk the banks downwards, so two successive stores
+                            # write the same bank back to back (fewer row switches against
+                            # the instruction fetch, which keeps its row open in one bank)
+                            j = j0 + nf - 1 if h % 2 else j0
+                            e.store(Space.SP, dram=vm.addr(j, cfg, t),
+                                    dram_stride=-cfg.row_bytes if h % 2 else cfg.row_bytes,
+                                    sram=a(qkv) + 2 * d + h * hd + j,
+                                    sram_stride=-1 if h % 2 else 1, rows=nf, length=1)
+                b.defer(1, v_append)
+                # Softmax of all heads, batched where the heads share the operation: the
+                # scores of head h are rows h·rk… of sc. Keys after t are masked one key-row
+                # at a time across the heads (only the row holding t and the rows after it);
+                # the scale and the exp table run over all heads at once; the reciprocals of
+                # the H sums are one VRECIP on a transposed row (sum of head h in lane h).
+                mx = a(sms)                      # H rows: per-head maxima
+                zb = a(sms) + H * W              # per-head sums, one row each (a W×W block)
+                zt = zb + max(H, W) * W          # W rows: its transpose; row 0 lane h = sum h
+                for r in range(t // W, rk):
+                    S_r = acc(a(sc) + r * W, n_keys)
+                    e.mask(S_r, S_r, H, 0, 1, r * W - t)
                 for h in range(H):
                     S = acc(a(sc) + h * n_keys, W)
-                    mx, z, inv = (acc(a(sms) + (3 * h + k) * W, 0) for k in range(3))
-                    pih, prh = a(pi) + h * n_keys, a(pr) + h * n_keys
-                    e.mask(S, S, rk, W, 1, -t)
-                    e.reduce(Opcode.VREDMAX, mx, S, rk, horizontal=True)
-                    e.vec(Opcode.VSUB, S, S, rk, src2=mx)
-                    e.vec(Opcode.VMUL, sp(pih, W), S, rk, mode=Src2Mode.IMM, imm=sm.in_m,
-                          shift=sm.in_s)
-                    e.vec(Opcode.VLUT, sp(prh, W), sp(pih, W), rk, imm=LUT_EXP)
-                    e.reduce(Opcode.VREDSUM, z, sp(prh, W), rk, horizontal=True)
-                    e.vec(Opcode.VRECIP, inv, z, 1, imm=L.att_num)
-                    e.wrgb(prh, h * kv * cfg.col_bytes, 32 * kv)
+                    e.reduce(Opcode.VREDMAX, acc(mx + h * W, 0), S, rk, horizontal=True)
+                    e.vec(Opcode.VSUB, S, S, rk, src2=acc(mx + h * W, 0))
+                e.vec(Opcode.VMUL, sp(a(pi), W), acc(a(sc), W), H * rk, mode=Src2Mode.IMM,
+                      imm=sm.in_m, shift=sm.in_s)
+                e.vec(Opcode.VLUT, sp(a(pr), W), sp(a(pi), W), H * rk, imm=LUT_EXP)
+                for h in range(H):
+                    e.reduce(Opcode.VREDSUM, acc(zb + h * W, 0), sp(a(pr) + h * n_keys, W), rk,
+                             horizontal=True)
+                if H <= W:
+                    e.trans(acc(zt, W * W), acc(zb, W * W), 1)
+                    e.vec(Opcode.VRECIP, acc(zt, W), acc(zt, W), 1, imm=L.att_num)
+                    invs = [acc(zt + h, 0) for h in range(H)]
+                else:
+                    for h in range(H):
+                        e.vec(Opcode.VRECIP, acc(zb + h * W, 0), acc(zb + h * W, 0), 1,
+                              imm=L.att_num)
+                    invs = [acc(zb + h * W, 0) for h in range(H)]
+                if n_keys == 32 * kv:
+                    e.wrgb(a(pr), 0, H * n_keys)
+                else:
+                    for h in range(H):
+                        e.wrgb(a(pr) + h * n_keys, h * kv * cfg.col_bytes, 32 * kv)
                 for h in range(H):
                     for row, col, ncols, kc, slot in self.pim_v[i][h].mac_segments(
                             cfg, kc_used=kv):
@@ -684,9 +758,8 @@ class CompiledGPT:
                               slot=h * vs + slot)
                 e.pim_read(slot=0, nslots=H * vs, acc_addr=a(oacc))
                 for h in range(H):
-                    inv = acc(a(sms) + (3 * h + 2) * W, 0)
                     e.vec(Opcode.VMUL, sp(a(att) + h * hd, W), acc(a(oacc) + h * vs * B, W),
-                          hd // W, src2=inv, shift=L.att_shift)
+                          hd // W, src2=invs[h], mode=Src2Mode.SCALAR, shift=L.att_shift)
                 gemv(self.pim_proj[i], a(att), d, a(po))
                 o = acc(a(po), W)
                 self._requant(e, L.proj, p + "proj", src=o, dst=o, rows=rd, packed=True)
@@ -706,7 +779,8 @@ class CompiledGPT:
                 self._requant(e, L.fc, p + "fc", src=acc(a(fca), W), dst=sp(a(hid), W),
                               rows=ff // W, packed=True)
                 e.vec(Opcode.VLUT, sp(a(hid), W), sp(a(hid), W), ff // W, imm=1 + i)
-                gemv(self.pim_proj2[i], a(hid), ff, a(po2))
+                gemv(self.pim_proj2[i], a(hid), ff, a(po2),
+                     then=self.pim_qkv[i + 1] if i + 1 < m.n_layer else self.pim_head)
                 o = acc(a(po2), W)
                 self._requant(e, L.proj2, p + "proj2", src=o, dst=o, rows=rd, packed=True)
                 e.vec(Opcode.VADD, acc(a(x), W), acc(a(x), W), rd, src2=o)

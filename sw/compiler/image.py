@@ -202,6 +202,13 @@ class DramLayout:
         self.pim[name] = m
         return m
 
+    def pim_rows(self, name: str, n: int) -> int:
+        """``n`` fresh rows for matrices the caller places itself (nothing is packed into
+        them); returns the first."""
+        row0 = self._take_rows(n, name)
+        self._pim_row = -1
+        return row0
+
     @property
     def bytes_used(self) -> int:
         return self.next_row * self.grow_bytes

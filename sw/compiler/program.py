@@ -89,6 +89,18 @@ class ProgramBuilder:
         self._last_r = {m: np.full((n, s), -1, np.int32) for m, s in sizes.items()}
         self._last_of_unit = [-1] * n
         self._vc: list[np.ndarray] = []
+        self._deferred: list[list] = []
+
+    def defer(self, n: int, fn) -> None:
+        """Call ``fn`` (which emits instructions) once ``n`` more instructions are emitted:
+        places an instruction just after the consumer of an earlier result, so that the
+        consumer's wait on the unit does not also cover it."""
+        self._deferred.append([n, fn])
+
+    def flush_deferred(self) -> None:
+        due, self._deferred = self._deferred, []
+        for _, fn in due:
+            fn()
 
     # ---------------------------------------------------------------------------------------
     def _rows(self, a: Access) -> slice:
@@ -155,6 +167,13 @@ class ProgramBuilder:
                     self._last_w[a.mem][sl] = idx
                     self._last_w_unit[a.mem][sl] = ui
             self._last_of_unit[ui] = idx
+        if self._deferred:
+            for d in self._deferred:
+                d[0] -= 1
+            due = [d for d in self._deferred if d[0] <= 0]
+            self._deferred = [d for d in self._deferred if d[0] > 0]
+            for _, fn in due:
+                fn()
         return ins
 
     # ---------------------------------------------------------------------------------------
