@@ -102,7 +102,16 @@ def default_top():
     except ImportError as e:
         raise LlmaccelError(f"the RTL backends need the top level hw/accelerator.py, which is "
                             f"not available ({e}); use --backend golden") from None
+    _snapshot_hw_sources()
     return Accelerator
+
+
+@functools.cache
+def _file_snapshot(path: Path) -> bytes:
+    """A source file's contents, read once per process: the key must describe the modules this
+    process imported, not a later edit of their files (which would file Verilog made from the
+    old modules under the new sources' key)."""
+    return path.read_bytes()
 
 
 def _source_key(top) -> str:
@@ -116,7 +125,18 @@ def _source_key(top) -> str:
     if src and Path(src).parent != hw_dir:
         files.append(Path(src))
     return content_hash(amaranth.__version__, f"{top.__module__}.{top.__qualname__}",
-                        *(f.read_bytes() for f in files))
+                        *(_file_snapshot(f) for f in files))
+
+
+def _snapshot_hw_sources() -> None:
+    """Snapshot the hw/ sources whose modules are imported (see _file_snapshot); called when
+    this module and when the top level are imported."""
+    for f in Path(inspect.getsourcefile(AccelConfig)).parent.glob("*.py"):
+        if f"llmaccel.hw.{f.stem}" in sys.modules:
+            _file_snapshot(f)
+
+
+_snapshot_hw_sources()
 
 
 def _locked(path: Path):
