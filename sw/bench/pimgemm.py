@@ -41,21 +41,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# (name, K, N): the same GEMVs as ``llmaccel bench pim``.
+from llmaccel.sw.bench.pim import SHAPES
+
 __all__ = ["DESCRIPTION", "SHAPES", "Case", "Session", "add_arguments", "best_chunk",
            "gemm_bound", "gemm_case", "measure", "pim_case", "report", "run", "run_case"]
 
 DESCRIPTION = ("decode GEMVs in the banks (PIM) vs DMA + GEMM core on the full top level: "
                "cycles, speedup and DRAM bytes")
-
-#: (name, K, N): the tiny GPT's decode GEMVs and a large one (as ``llmaccel bench pim``).
-SHAPES = [
-    ("attn.qkv 64x192", 64, 192),
-    ("attn.proj 64x64", 64, 64),
-    ("mlp.fc 64x256", 64, 256),
-    ("mlp.proj 256x64", 256, 64),
-    ("lm_head 64x256", 64, 256),
-    ("large 1024x1024", 1024, 1024),
-]
 
 #: Fixed operand seed (logged in the result).
 SEED = 2026
