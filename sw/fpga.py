@@ -7,6 +7,9 @@
   for ECP5, YoWASP nextpnr-ecp5 for the ULX3S (LFE5U-85F, CABGA381, speed 6) with
   ``constraints/ulx3s.lpf``; it returns the resource counts read from Yosys' ``stat -json`` and
   nextpnr's ``--report`` and the achieved Fmax of the core clock.
+* :func:`place_route_unit` does the same for one unit of :func:`design_units` out of context
+  (no pins, no IO buffers), so each unit's routed Fmax and critical path can be measured on
+  its own.
 
 The board's clock frequency comes from the constraint file (the LPF's ``FREQUENCY PORT`` and the
 XDC's ``create_clock -period``), and the ports the constraint file names are checked against the
@@ -41,6 +44,7 @@ __all__ = [
     "SynthResult",
     "board_ports",
     "design_units",
+    "place_route_unit",
     "synthesize",
     "write_verilog",
 ]
@@ -352,21 +356,22 @@ class SynthResult:
 _MEM_LINE = re.compile(r"^(?:mapping memory (\S+) via (\S+)|using FF mapping for memory (\S+))")
 
 
-def _memory_mapping(log: Path) -> dict[str, str]:
-    """Memory name → the cell Yosys' ``memory_libmap`` chose (``FF`` when none)."""
+def _memory_mapping(log: Path, top: str = BOARD_TOP_NAME) -> dict[str, str]:
+    """Memory name (below ``top``) → the cell Yosys' ``memory_libmap`` chose (``FF`` when
+    none)."""
     out = {}
     for ln in log.read_text(errors="replace").splitlines():
         mt = _MEM_LINE.match(ln)
         if mt:
             if mt.group(1):
-                out[_short(mt.group(1))] = mt.group(2).strip("$_")
+                out[_short(mt.group(1), top)] = mt.group(2).strip("$_")
             else:
-                out[_short(mt.group(3))] = "FF"
+                out[_short(mt.group(3), top)] = "FF"
     return out
 
 
-def _short(name: str) -> str:
-    return name.split(".", 1)[1] if name.startswith(f"{BOARD_TOP_NAME}.") else name
+def _short(name: str, top: str = BOARD_TOP_NAME) -> str:
+    return name.removeprefix(f"{top}.")
 
 
 def _param(v) -> int:
@@ -378,21 +383,21 @@ def _param(v) -> int:
 #: host backdoor, used only while the machine is idle. Amaranth read ports promise the old
 #: word in that case, which a true-dual-port block RAM cannot give across its two ports, so
 #: without this Yosys builds the banks from flip-flops even when each port pair shares one
-#: address.
-COLLISION_X_MEMORIES = re.compile(r"(^|\.)dram\.bank\d+\.mem$")
+#: address. (The pattern also matches ``bankN.mem`` of the DRAM channel synthesised on its own;
+#: nothing else in the design is called ``bankN``.)
+COLLISION_X_MEMORIES = re.compile(r"(^|\.)bank\d+\.mem$")
 
 
-def _collision_x(memories: dict[str, dict]) -> str:
+def _collision_x(memories: dict[str, dict], top: str) -> str:
     cmds = []
     for name, m in memories.items():
         if COLLISION_X_MEMORIES.search(name):
             n = m["read_ports"] * m["write_ports"]
-            cmds.append(f"setparam -set RD_COLLISION_X_MASK {n}'b{'1' * n} "
-                        f"{BOARD_TOP_NAME}/{name}; ")
+            cmds.append(f"setparam -set RD_COLLISION_X_MASK {n}'b{'1' * n} {top}/{name}; ")
     return "".join(cmds)
 
 
-def _memory_ports(path: Path) -> dict[str, dict]:
+def _memory_ports(path: Path, top: str) -> dict[str, dict]:
     """Every memory of the design before mapping: depth, width, read and write ports."""
     data = json.loads(path.read_text())
     out = {}
@@ -402,7 +407,7 @@ def _memory_ports(path: Path) -> dict[str, dict]:
                 continue
             p = cell["parameters"]
             depth, width = _param(p["SIZE"]), _param(p["WIDTH"])
-            out[_short(name)] = {"depth": depth, "width": width, "bits": depth * width,
+            out[_short(name, top)] = {"depth": depth, "width": width, "bits": depth * width,
                                  "read_ports": _param(p["RD_PORTS"]),
                                  "write_ports": _param(p["WR_PORTS"])}
     return out
@@ -441,6 +446,8 @@ def _nextpnr_report(path: Path) -> tuple[dict, dict]:
 
 
 def _critical_path(log: Path) -> list[str]:
+    """nextpnr's last critical-path report, up to its ``Max frequency`` line, without the
+    ``Defined in:`` source references nextpnr adds to many of its sinks."""
     lines = log.read_text(errors="replace").splitlines()
     start = None
     for i, ln in enumerate(lines):
@@ -449,9 +456,11 @@ def _critical_path(log: Path) -> list[str]:
     if start is None:
         return []
     out = []
-    for ln in lines[start:start + 80]:
-        if ln.startswith("Info:"):
-            out.append(ln[6:].rstrip())
+    for ln in lines[start:]:
+        text = ln[6:].rstrip()
+        if ln.startswith("Info:") and text.strip() != "Defined in:" \
+                and not text.lstrip().startswith("/"):
+            out.append(text)
         if "Max frequency" in ln or (ln.strip() == "Info:" and len(out) > 3):
             break
     return out
@@ -471,8 +480,7 @@ def synth_component(component, name: str, out_dir: str | Path, *, target: str = 
               f"tee -q -o stat.json stat -json")
     _run_logged([*yosys_cmd(), "-p", script], out / "yosys.log", "yosys", lambda _m: None,
                 cwd=out)
-    mems = {k.removeprefix(f"{name}."): v for k, v in _memory_mapping(out / "yosys.log").items()}
-    return _stat_cells(out / "stat.json", name), mems
+    return _stat_cells(out / "stat.json", name), _memory_mapping(out / "yosys.log", name)
 
 
 #: Multipliers with an operand wider than this many bits are built from LUTs (Yosys' Booth
@@ -482,10 +490,10 @@ def synth_component(component, name: str, out_dir: str | Path, *, target: str = 
 SOFT_MUL_WIDTH = 9
 
 
-def _soft_multipliers() -> str:
+def _soft_multipliers(top: str) -> str:
     w = SOFT_MUL_WIDTH
     sel = f"t:$mul r:A_WIDTH>{w} %i t:$mul r:B_WIDTH>{w} %i %u"
-    return (f"hierarchy -top {BOARD_TOP_NAME}; proc; flatten; opt_expr; opt_clean; wreduce; "
+    return (f"hierarchy -top {top}; proc; flatten; opt_expr; opt_clean; wreduce; "
             f"opt_clean; booth {sel}; ")
 
 
@@ -511,14 +519,7 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
     say = progress or (lambda _msg: None)
     yosys = yosys_cmd()
     npr = nextpnr_ecp5_cmd() if target == "ecp5" and pnr else None
-    if out_dir is None:
-        from llmaccel.sim.tools import BUILD_ROOT  # noqa: PLC0415
-        root = BUILD_ROOT / "synth"
-        root.mkdir(parents=True, exist_ok=True)
-        out = Path(tempfile.mkdtemp(prefix=f"{target}-{cfg.name}-", dir=root))
-    else:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    out = _out_dir(out_dir, f"{target}-{cfg.name}-")
     lpf = CONSTRAINTS_DIR / board.constraints
     # The YoWASP tools see only their working directory: the constraints go next to the netlist.
     shutil.copyfile(lpf, out / lpf.name)
@@ -540,6 +541,107 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
     res.seconds["elaborate"] = round(time.perf_counter() - t0, 1)
     res.target_mhz = ((core_hz if target == "ecp5" else None) or board_clock_hz(board)) / 1e6
 
+    if not _yosys_synth(res, board, out, yosys, soft_wide_mul=soft_wide_mul, say=say):
+        return res
+
+    if npr is not None:
+        _nextpnr(res, out, [*npr, *board.nextpnr_args, "--json", f"{BOARD_TOP_NAME}.json",
+                            "--lpf", lpf.name, "--textcfg", f"{BOARD_TOP_NAME}.config",
+                            "--report", "report.json", "--timing-allow-fail",
+                            "--seed", str(seed)], say)
+    return res
+
+
+def place_route_unit(cfg: AccelConfig, unit: str, out_dir: str | Path | None = None, *,
+                     mhz: float = 100.0, seed: int = 1, command: str = "",
+                     soft_wide_mul: bool = True, pnr_minutes: float | None = None,
+                     progress: Callable[[str], None] | None = None) -> SynthResult:
+    """Synthesise one unit of :func:`design_units` for the ECP5 (LFE5U-85F) and place and route
+    it out of context: no pins and no IO buffers, the unit's ports left to the tools, its clock
+    constrained to ``mhz``. The unit gets the full flow's memory guard and DSP policy
+    (``soft_wide_mul``); nextpnr runs with one thread and is stopped after ``pnr_minutes``
+    (``pnr_error`` then says so). Returns the resources, the routed Fmax of
+    the unit's clock and nextpnr's critical path (``fmax_mhz``, ``critical_path``), so the
+    unit that limits the clock can be found while the whole design does not route.
+    """
+    from amaranth.back import rtlil  # noqa: PLC0415
+
+    units = design_units(cfg)
+    if unit not in units:
+        raise LlmaccelError(f"unknown unit {unit!r}; choose one of {', '.join(units)}")
+    board = BOARDS["ecp5"]
+    say = progress or (lambda _msg: None)
+    yosys, npr = yosys_cmd(), nextpnr_ecp5_cmd()
+    top = f"llmaccel_{unit}"
+    out = _out_dir(out_dir, f"ecp5-{cfg.name}-{unit}-")
+    res = SynthResult(target="ecp5", board=board.name, device=board.device, config=cfg.name,
+                      top=top, resources={}, capacity=dict(board.capacity), cells={},
+                      memories={}, target_mhz=mhz, out_dir=str(out), command=command,
+                      date=time.strftime("%Y-%m-%d"))
+    t0 = time.perf_counter()
+    say(f"elaborating {unit} of config {cfg.name!r} with registered ports")
+    harness, boundary = _registered(units[unit]())
+    (out / f"{top}.il").write_text(rtlil.convert(harness, name=top, emit_src=False))
+    res.seconds["elaborate"] = round(time.perf_counter() - t0, 1)
+    if _yosys_synth(res, board, out, yosys, soft_wide_mul=soft_wide_mul, say=say):
+        res.resources["boundary_ff"] = boundary
+        _nextpnr(res, out, [*npr, *board.nextpnr_args, "--out-of-context", "--freq", f"{mhz:g}",
+                            "--json", f"{top}.json", "--report", "report.json",
+                            "--timing-allow-fail", "--seed", str(seed), "--threads", "1"], say,
+                 minutes=pnr_minutes)
+    return res
+
+
+def _registered(unit) -> tuple[object, int]:
+    """``unit`` behind a register on every port bit (the out-of-context harness), and the
+    number of those registers.
+
+    Out of context nextpnr times only paths between flip-flops, and it refuses a netlist in
+    which a top-level input drives an output port directly (Yosys gives both ports one net).
+    With every port registered, each path into, through and out of the unit starts and ends
+    at a flip-flop, as in the accelerator, where most ports face a neighbour's register; a
+    path that continues through a neighbour's logic in context is measured shorter here.
+    The harness's ports are plain bit vectors: the wires Amaranth emits for the elements of an
+    array-shaped port (``acc_wr__data[0]``) would clash with nextpnr's names for port bits.
+    """
+    from amaranth import Module, Value  # noqa: PLC0415
+    from amaranth.lib import wiring  # noqa: PLC0415
+    from amaranth.lib.wiring import In, Out  # noqa: PLC0415
+
+    ports = [("__".join(map(str, path)), member.flow, Value.cast(value))
+             for path, member, value in unit.signature.flatten(unit)]
+
+    class Registered(wiring.Component):
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.unit = unit
+            for name, flow, inner in ports:
+                outer = getattr(self, name)
+                m.d.sync += inner.eq(outer) if flow == In else outer.eq(inner)
+            return m
+
+    harness = Registered({name: (In if flow == In else Out)(len(v)) for name, flow, v in ports})
+    return harness, sum(len(v) for _, _, v in ports)
+
+
+def _out_dir(out_dir: str | Path | None, prefix: str) -> Path:
+    """``out_dir``, created; by default a new folder under ``build/synth``."""
+    if out_dir is None:
+        from llmaccel.sim.tools import BUILD_ROOT  # noqa: PLC0415
+        root = BUILD_ROOT / "synth"
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _yosys_synth(res: SynthResult, board: Board, out: Path, yosys: list[str], *,
+                 soft_wide_mul: bool, say: Callable[[str], None]) -> bool:
+    """Yosys on ``res.top`` (``<top>.il`` in ``out``): fills in ``res``'s memories, cells and
+    resources and writes ``<top>.json`` for nextpnr (ECP5). False when the run was stopped
+    (``res.pnr_error`` says why)."""
+    top, target = res.top, board.target
     # Yosys twice: a first run up to memory mapping lists every memory and its ports; the
     # full run then declares the DRAM banks' cross-port collisions undefined (see
     # COLLISION_X_MEMORIES) and is stopped, with an explanation, as soon as Yosys decides to
@@ -547,20 +649,20 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
     # spending hours mapping millions of flip-flops. (The runs cannot hand the netlist on as
     # RTLIL: the cell library's parametric blackboxes do not survive it.)
     label = {"ecp5": "map_ram", "xilinx": "map_memory"}[target]
-    cmd = f"{board.synth_cmd} -top {BOARD_TOP_NAME}"
+    cmd = f"{board.synth_cmd} -top {top}"
     t0 = time.perf_counter()
     log = out / "yosys-memories.log"
     say(f"yosys {board.synth_cmd}: listing memories (log: {log})")
-    _run_logged([*yosys, "-p", f"read_rtlil {BOARD_TOP_NAME}.il; {cmd} -run begin:{label}; "
+    _run_logged([*yosys, "-p", f"read_rtlil {top}.il; {cmd} -run begin:{label}; "
                  f"select t:$mem_v2; write_json -selected memories.json"],
                 log, "yosys", say, cwd=out)
     res.seconds["synth_memories"] = round(time.perf_counter() - t0, 1)
-    res.memories = _memory_ports(out / "memories.json")
+    res.memories = _memory_ports(out / "memories.json", top)
     limit = res.capacity.get("ff", 0) // 2
 
     def ff_memories(log: Path) -> str:
         """The reason to stop, once flip-flop memories exceed half the device's FFs."""
-        mapping = _memory_mapping(log)
+        mapping = _memory_mapping(log, top)
         ff = {k: res.memories.get(k, {}) for k, v in mapping.items() if v == "FF"}
         bits = sum(v.get("bits", 0) for v in ff.values())
         if bits <= limit:
@@ -575,52 +677,64 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
     t0 = time.perf_counter()
     log = out / "yosys.log"
     say(f"yosys {board.synth_cmd} (log: {log})")
-    script = (f"read_rtlil {BOARD_TOP_NAME}.il; {_soft_multipliers() if soft_wide_mul else ''}"
-              f"{cmd} -run begin:{label}; {_collision_x(res.memories)}{cmd} -run {label}:"
-              + (f" -json {BOARD_TOP_NAME}.json" if target == "ecp5" else "")
+    script = (f"read_rtlil {top}.il; {_soft_multipliers(top) if soft_wide_mul else ''}"
+              f"{cmd} -run begin:{label}; {_collision_x(res.memories, top)}{cmd} -run {label}:"
+              + (f" -json {top}.json" if target == "ecp5" else "")
               + "; tee -q -o stat.json stat -json")
     stop = _run_logged([*yosys, "-p", script], log, "yosys", say, cwd=out, watch=ff_memories)
     res.seconds["synth"] = round(time.perf_counter() - t0, 1)
-    for name, kind in _memory_mapping(log).items():
+    for name, kind in _memory_mapping(log, top).items():
         res.memories.setdefault(name, {})["mapped_to"] = kind
     if stop:
         res.pnr_error = stop
         say(stop)
-        return res
-    res.cells = _stat_cells(out / "stat.json", BOARD_TOP_NAME)
+        return False
+    res.cells = _stat_cells(out / "stat.json", top)
     res.resources = (_ecp5_resources if target == "ecp5" else _xilinx_resources)(res.cells)
     say("yosys: " + ", ".join(f"{k} {v}" for k, v in res.resources.items()))
+    return True
 
-    if npr is not None:
-        if not res.fits:
-            over = [k for k, v in res.capacity.items() if res.resources.get(k, 0) > v]
-            res.pnr_error = (f"not placed: the netlist needs more {', '.join(over)} than the "
-                             f"device has")
-            say(res.pnr_error)
-            return res
-        t0 = time.perf_counter()
-        say(f"nextpnr-ecp5 {' '.join(board.nextpnr_args)} (log: {out / 'nextpnr.log'})")
-        rc = _run_logged([*npr, *board.nextpnr_args, "--json", f"{BOARD_TOP_NAME}.json",
-                          "--lpf", lpf.name, "--textcfg", f"{BOARD_TOP_NAME}.config",
-                          "--report", "report.json", "--timing-allow-fail", "--seed", str(seed)],
-                         out / "nextpnr.log", "nextpnr", say, cwd=out, allow_fail=True)
-        res.seconds["pnr"] = round(time.perf_counter() - t0, 1)
-        if rc != 0 or not (out / "report.json").exists():
-            log = out / "nextpnr.log"
-            text = log.read_text(errors="replace") if log.exists() else ""
-            errs = [ln for ln in text.splitlines() if "ERROR" in ln]
-            res.pnr_error = (errs[-1] if errs else f"nextpnr exited with {rc}")[:300]
-            say(f"nextpnr failed: {res.pnr_error}")
-            return res
-        util, fmax = _nextpnr_report(out / "report.json")
-        res.placed = True
-        clocks = dict(fmax)
-        core = next((v for k, v in clocks.items() if "sync" in k or "clk" in k.lower()),
-                    next(iter(clocks.values()), None))
-        if core:
-            res.fmax_mhz = round(float(core["achieved"]), 2)
-            res.target_mhz = round(float(core["constraint"]), 2)
-        res.critical_path = _critical_path(out / "nextpnr.log")
-        res.pnr_utilization = {k: v.get("used") for k, v in util.items()}
-        say(f"nextpnr: Fmax {res.fmax_mhz} MHz (constraint {res.target_mhz} MHz)")
-    return res
+
+def _nextpnr(res: SynthResult, out: Path, args: list[str], say: Callable[[str], None], *,
+             minutes: float | None = None) -> None:
+    """nextpnr-ecp5 (``args``, the command line) on the netlist ``res`` describes, unless it
+    needs more than the device has, stopped after ``minutes``; fills in the placement, Fmax
+    and critical path."""
+    if not res.fits:
+        over = [k for k, v in res.capacity.items() if res.resources.get(k, 0) > v]
+        res.pnr_error = (f"not placed: the netlist needs more {', '.join(over)} than the "
+                         f"device has")
+        say(res.pnr_error)
+        return
+    t0 = time.perf_counter()
+    say(f"nextpnr-ecp5 {' '.join(args[1:])} (log: {out / 'nextpnr.log'})")
+    def too_long(log: Path) -> str:
+        last = _last_step(log)
+        return (f"nextpnr stopped after {minutes:g} min (last step: {last})"
+                if time.perf_counter() - t0 > minutes * 60 else "")
+
+    rc = _run_logged(args, out / "nextpnr.log", "nextpnr", say, cwd=out, allow_fail=True,
+                     watch=too_long if minutes else None)
+    res.seconds["pnr"] = round(time.perf_counter() - t0, 1)
+    if isinstance(rc, str):
+        res.pnr_error = rc
+        say(rc)
+        return
+    if rc != 0 or not (out / "report.json").exists():
+        log = out / "nextpnr.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        errs = [ln for ln in text.splitlines() if "ERROR" in ln]
+        res.pnr_error = (errs[-1] if errs else f"nextpnr exited with {rc}")[:300]
+        say(f"nextpnr failed: {res.pnr_error}")
+        return
+    util, fmax = _nextpnr_report(out / "report.json")
+    res.placed = True
+    clocks = dict(fmax)
+    core = next((v for k, v in clocks.items() if "sync" in k or "clk" in k.lower()),
+                next(iter(clocks.values()), None))
+    if core:
+        res.fmax_mhz = round(float(core["achieved"]), 2)
+        res.target_mhz = round(float(core["constraint"]), 2)
+    res.critical_path = _critical_path(out / "nextpnr.log")
+    res.pnr_utilization = {k: v.get("used") for k, v in util.items()}
+    say(f"nextpnr: Fmax {res.fmax_mhz} MHz (constraint {res.target_mhz} MHz)")

