@@ -21,6 +21,7 @@ from llmaccel.sim.backends.rtl import (
 )
 from llmaccel.sim.backends.standin import StandinTop
 from llmaccel.sim.tools import SimulatorMissingError, available_simulators
+from llmaccel.sw.asm import assemble, to_binary
 
 # A small machine: 8 KiB of DRAM keeps the stand-in's builds and full reads to seconds.
 CFG = preset("tiny").replace(name="standin", bank_rows=2, sp_bytes=1024, acc_elems=256)
@@ -172,3 +173,39 @@ def test_icarus_reports_a_dead_simulator():
     with pytest.raises(RtlError, match="vvp exited"):
         be.reg_read(Reg.ID)
     be.close()
+
+
+def test_icarus_puts_the_first_image_straight_into_the_accelerators_banks(seed):
+    """Before the first run the Icarus backend loads DRAM with ``$readmemh`` into the banks'
+    storage (no clock cycles); reads go through the bus, so the round trip checks the address
+    mapping. After a run, loads go through the bus again."""
+    if "icarus" not in available_simulators():
+        pytest.skip("iverilog is not installed")
+    rng = np.random.default_rng(seed)
+    be = IcarusBackend(CFG)                       # the accelerator, not the stand-in
+    try:
+        assert be._backdoor
+        model = np.zeros(CFG.dram_bytes, np.uint8)
+        ticks = be.ticks
+        spans = [(5, 100), (1000, 2100), (CFG.dram_bytes - 37, 37)]
+        for addr, n in spans:                     # no column shared: no cycles at all
+            model[addr:addr + n] = rng.integers(0, 256, n, dtype=np.uint8)
+            be.load_dram(addr, model[addr:addr + n])
+        assert be.ticks == ticks
+        for addr, n in [(60, 10), (1040, 3)]:     # inside loaded columns: read, merge, write
+            model[addr:addr + n] = rng.integers(0, 256, n, dtype=np.uint8)
+            be.load_dram(addr, model[addr:addr + n])
+        for addr, n in [*spans, (0, 256)]:
+            got = np.frombuffer(be.read_dram(addr, n), np.uint8)
+            np.testing.assert_array_equal(got, model[addr:addr + n])
+        prog = to_binary(assemble("HALT"))
+        be.load_dram(0x1000, prog)
+        model[0x1000:0x1000 + len(prog)] = np.frombuffer(prog, np.uint8)
+        assert be.run(0x1000).ok
+        ticks = be.ticks
+        be.load_dram(7, b"\x5a" * 9)              # after a run: through the bus
+        model[7:16] = 0x5A
+        assert be.ticks > ticks
+        np.testing.assert_array_equal(np.frombuffer(be.read_dram(0, 64), np.uint8), model[:64])
+    finally:
+        be.close()

@@ -26,7 +26,7 @@ CFG = preset("default")
 #: backend → (prompt, new tokens, compare every memory element)
 CASES = {
     "verilator": (b"def fib(n):\n    return", 6, True),
-    "icarus": (b"de", 1, False),
+    "icarus": (b"de", 2, False),
     "amaranth": (b"d", 1, False),
 }
 BACKENDS = [b for b in ("verilator", "icarus", "amaranth")
