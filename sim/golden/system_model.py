@@ -46,8 +46,8 @@ import numpy as np
 from llmaccel.hw.accelerator import FETCH_PORT, LOAD_PORT, STORE_PORT
 from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.controller import FETCH_DEPTH, UNITS
-from llmaccel.hw.dma_load import GATHER_START, LOAD_OUTSTANDING, LOAD_START, load_window_columns
-from llmaccel.hw.dma_store import STORE_START, store_window_beats
+from llmaccel.hw.dma_load import GATHER_START, LOAD_START
+from llmaccel.hw.dma_store import STORE_START
 from llmaccel.hw.isa import (
     INSTR_BYTES,
     DecodeError,
@@ -61,7 +61,7 @@ from llmaccel.hw.isa import (
 from llmaccel.hw.regs import COUNTERS
 
 from .dram_model import DramModel
-from .timing_dma import _count_le, _gather_error, load_plan, store_plan
+from .timing_dma import _gather_error, load_steps, store_steps
 from .timing_gemm import GemmTimeline
 from .timing_vec import vec_cycles
 
@@ -535,8 +535,29 @@ class _Run:
             prev_done = ev.done if ev.done is not None else prev_done
             k += 1
 
-    # DMA engines, request by request (the recurrences of timing_dma.load_timing and
-    # store_timing, with the channel's answers arriving as the DramModel simulates).
+    # DMA engines, request by request: timing_dma's step generators (the engines' rules),
+    # answered as the DramModel simulates the channel.
+    def _dma(self, steps, port: int, write: bool):
+        try:
+            msg = next(steps)
+            while True:
+                if msg[0] == "issue":
+                    r = self._present(port, msg[1], msg[2], write)
+                    if write:
+                        self.store_writes.append(r)
+                    answer = r
+                elif msg[0] == "accept":
+                    r = msg[1]
+                    yield lambda r=r: r.accept is not None
+                    answer = r.accept
+                else:
+                    r = msg[1]
+                    yield lambda r=r: r.done is not None
+                    answer = r.done
+                msg = steps.send(answer)
+        except StopIteration as stop:
+            return stop.value[0]
+
     def _load(self, ev: InstrEvent):
         cfg = self.cfg
         ins = ev.ins
@@ -549,93 +570,11 @@ class _Run:
                 return t0
         else:
             base = ins.dram_addr
-        cols, pairs, beats = load_plan(cfg, ins, base)
-        if not beats:
-            return t0
-        K = load_window_columns(cfg)
-        D = LOAD_OUTSTANDING
-        N = len(cols)
-        reqs: list = []
-        pop = [0] * N
-        emit: list[int] = []
-        jls = [b[0] for b in beats]
-        st = {"pop_next": 0}
-
-        def beat(k: int) -> int:
-            while len(emit) <= k:
-                kk = len(emit)
-                jh = beats[kk][1]
-                move(jh)
-                emit.append(max(t0, (emit[-1] + 1) if emit else t0, pop[jh] + 1))
-            return emit[k]
-
-        def move(i: int) -> None:
-            while st["pop_next"] <= i:
-                x = st["pop_next"]
-                t = max(t0, reqs[x].done + 1, (pop[x - 1] + 1) if x else t0)
-                kk = _count_le(jls, x - K)
-                if kk:
-                    t = max(t, beat(kk - 1) + 1)
-                pop[x] = t
-                st["pop_next"] = x + 1
-
-        p, t = 0, t0
-        for x in range(N):
-            while not pairs[p]:
-                p += 1
-                t += 1
-            offer = t
-            if x >= D:
-                r = reqs[x - D]
-                yield lambda r=r: r.done is not None
-                move(x - D)
-                offer = max(offer, pop[x - D] + 1)
-            r = self._present(LOAD_PORT, offer, cols[x], False)
-            reqs.append(r)
-            yield lambda r=r: r.accept is not None
-            p, t = p + 1, r.accept + 1
-        last = reqs[-1]
-        yield lambda: last.done is not None
-        beat(len(beats) - 1)
-        return emit[-1] + 2
+        return (yield from self._dma(load_steps(cfg, ins, t0, base), LOAD_PORT, False))
 
     def _store(self, ev: InstrEvent):
-        cfg = self.cfg
-        ins = ev.ins
-        t0 = ev.start + STORE_START
-        _, pairs = store_plan(cfg, ins)
-        if not pairs:
-            return t0
-        K = store_window_beats(cfg, ins.space)
-        rd: list[int] = []
-        asm: list[int] = []
-        reqs: list = []
-        bls = [p[1] for p in pairs]
-
-        def read(k: int) -> int:
-            while len(rd) <= k:
-                x = len(rd)
-                t = max(t0, (rd[-1] + 1) if rd else t0)
-                pp = _count_le(bls, x - K)
-                if pp:
-                    t = max(t, asm[pp - 1] + 1)
-                rd.append(t)
-            return rd[k]
-
-        for x, (col, _bl, bh, final) in enumerate(pairs):
-            t = max(t0, (asm[-1] + 1) if asm else t0, read(bh) + 1)
-            if x and pairs[x - 1][3]:
-                r = reqs[-1]
-                yield lambda r=r: r.accept is not None
-                t = max(t, r.accept)
-            asm.append(t)
-            if final:
-                r = self._present(STORE_PORT, t + 1, col, True)
-                reqs.append(r)
-                self.store_writes.append(r)
-        r = reqs[-1]
-        yield lambda: r.accept is not None
-        return r.accept + 1
+        steps = store_steps(self.cfg, ev.ins, ev.start + STORE_START)
+        return (yield from self._dma(steps, STORE_PORT, True))
 
     # ---------------------------------------------------------------------------------------
     def _report(self) -> SystemReport:

@@ -53,8 +53,10 @@ __all__ = [
     "dma_end",
     "dma_timing",
     "load_plan",
+    "load_steps",
     "load_timing",
     "store_plan",
+    "store_steps",
     "store_timing",
 ]
 
@@ -205,13 +207,20 @@ def store_plan(cfg: AccelConfig, ins: Instruction):
 
 
 # -------------------------------------------------------------------------------------------
-def load_timing(cfg: AccelConfig, ins: Instruction, start: int, dram, *,
-                gather_base: int | None = None,
-                outstanding: int = LOAD_OUTSTANDING) -> DmaTiming:
-    """Event times of a DMA_LOAD / DMA_GATHER accepted in cycle ``start``.
-
-    The engine's rules (hw/dma_load.py), cycle 0 being the handshake and T0 the first active
-    cycle (1 for a load, 3 for a gather, whose index is read and checked first):
+# The engines' rules, written once as generators of DRAM interactions. A step generator yields
+#
+# * ``("issue", t, col)``: offer a request for column ``col`` from cycle ``t``; it is sent back
+#   a handle for the request;
+# * ``("accept", h)`` / ``("done", h)``: it is sent back the cycle of request ``h``'s handshake /
+#   of its read data on the response stream;
+#
+# and returns ``(end, accepts, beats, requests)``. :func:`_drive` answers from a DRAM object
+# with ``request(t, col, write) -> (accept, response)``; the system cycle model
+# (sim/golden/system_model.py) answers as its DramModel simulates the channel, so the RTL's
+# rules live here only.
+def load_steps(cfg: AccelConfig, ins: Instruction, t0: int, base: int, *,
+               outstanding: int = LOAD_OUTSTANDING):
+    """The load engine (hw/dma_load.py) from its first active cycle ``t0`` and DRAM ``base``:
 
     * the request walker visits one pair per cycle from T0; a pair whose column equals the last
       requested one is skipped; a request is offered while fewer than ``outstanding`` requests
@@ -224,45 +233,33 @@ def load_timing(cfg: AccelConfig, ins: Instruction, start: int, dram, *,
       at most one per cycle, and written to the SRAM in the next cycle;
     * ``o_done`` is high in the cycle after the last SRAM write (T0 for an empty transfer).
     """
-    is_gather = ins.opcode is Opcode.DMA_GATHER
-    t0 = start + (GATHER_START if is_gather else LOAD_START)
-    base = gather_base if is_gather else ins.dram_addr
-    # A gather without a base is one whose index was negative (GoldenMachine raised before
-    # forming a base); one with a base may still leave DRAM.
-    if is_gather and (base is None or _gather_error(cfg, ins, base)):
-        return DmaTiming(start, t0, [], [], error=True)
     cols, pairs, beats = load_plan(cfg, ins, base)
     if not beats:
-        return DmaTiming(start, t0, [], [])
+        return t0, [], [], 0
     K = load_window_columns(cfg)
     D = outstanding
     N = len(cols)
-    accept = [0] * N
+    handles: list = []
+    accepts: list[int] = []
+    resp: list[int] = []
     pop = [0] * N
     emit: list[int] = []
-    # Request walker: pairs in order, one per cycle; requests wait for credit and the DRAM.
-    # Window moves and beats are computed lazily, because a request needs the credit that the
-    # move of request i-D returns, and that move may wait for beats.
+    jls = [b[0] for b in beats]
     state = {"pop_next": 0}
 
+    # Window moves and beats are computed lazily: request i needs the credit that the move of
+    # request i-D returns, and that move may wait for beats (whose columns are all known then:
+    # a beat's columns fit in the window).
     def beat(k: int) -> int:
         while len(emit) <= k:
-            kk = len(emit)
-            jh = beats[kk][1]
+            jh = beats[len(emit)][1]
             move(jh)
-            t = max(t0, (emit[-1] + 1) if emit else t0, pop[jh] + 1)
-            emit.append(t)
+            emit.append(max(t0, (emit[-1] + 1) if emit else t0, pop[jh] + 1))
         return emit[k]
-
-    # For request i, the beats whose first column would leave the window (jl + K <= i) must be
-    # formed before it moves. beats_before[i] = number of beats with jl + K <= i (monotone).
-    jls = [b[0] for b in beats]
 
     def move(i: int) -> None:
         while state["pop_next"] <= i:
             x = state["pop_next"]
-            if x >= len(resp):
-                issue_upto(x)
             t = max(t0, resp[x] + 1, (pop[x - 1] + 1) if x else t0)
             # Beats with jl <= x - K need the column that moving x pushes out.
             kk = _count_le(jls, x - K)
@@ -271,28 +268,103 @@ def load_timing(cfg: AccelConfig, ins: Instruction, start: int, dram, *,
             pop[x] = t
             state["pop_next"] = x + 1
 
-    resp: list[int] = []
-    walker = {"p": 0, "t": t0, "i": 0}
-
-    def issue_upto(i: int) -> None:
-        while walker["i"] <= i:
-            p, t = walker["p"], walker["t"]
-            while not pairs[p]:
-                p += 1
-                t += 1
-            x = walker["i"]
-            offer = t
-            if x >= D:
-                move(x - D)
-                offer = max(offer, pop[x - D] + 1)
-            acc, rsp = dram.request(offer, cols[x], False)
-            accept[x] = acc
-            resp.append(rsp)
-            walker.update(p=p + 1, t=acc + 1, i=x + 1)
-
+    p, t = 0, t0
+    for x in range(N):
+        while not pairs[p]:
+            p += 1
+            t += 1
+        offer = t
+        if x >= D:
+            while len(resp) <= x - D:        # responses arrive in order
+                resp.append((yield ("done", handles[len(resp)])))
+            move(x - D)
+            offer = max(offer, pop[x - D] + 1)
+        h = yield ("issue", offer, cols[x])
+        handles.append(h)
+        accepts.append((yield ("accept", h)))
+        p, t = p + 1, accepts[-1] + 1
+    if len(resp) < N:
+        # Wait for the last response; the earlier ones (in order) are there by then.
+        last = yield ("done", handles[-1])
+        while len(resp) < N - 1:
+            resp.append((yield ("done", handles[len(resp)])))
+        resp.append(last)
     beat(len(beats) - 1)
-    # Requests are all issued by then (the last beat needs the last request).
-    return DmaTiming(start, emit[-1] + 2, accept, [e + 1 for e in emit], requests=N)
+    return emit[-1] + 2, accepts, [e + 1 for e in emit], N
+
+
+def store_steps(cfg: AccelConfig, ins: Instruction, t0: int):
+    """The store engine (hw/dma_store.py) from its first active cycle ``t0``:
+
+    * SRAM reads (beats) one per cycle from T0; read data appears the next cycle as the newest
+      slot of a window of K beats; a read is allowed while the oldest slot is not needed by the
+      current column (``k < bl + K``);
+    * column contributions are formed one per cycle once their last beat's data is visible, into
+      the request register; consecutive contributions to one column merge there; a final one is
+      offered as a write request the next cycle, and the register is free again in the cycle its
+      handshake completes;
+    * ``o_done`` is high in the cycle after the last request handshake (T0 when empty).
+    """
+    _, pairs = store_plan(cfg, ins)
+    if not pairs:
+        return t0, [], [], 0
+    K = store_window_beats(cfg, ins.space)
+    rd: list[int] = []
+    asm: list[int] = []
+    accepts: list[int] = []
+    bls = [p[1] for p in pairs]
+
+    def read(k: int) -> int:
+        while len(rd) <= k:
+            x = len(rd)
+            t = max(t0, (rd[-1] + 1) if rd else t0)
+            pp = _count_le(bls, x - K)
+            if pp:
+                t = max(t, asm[pp - 1] + 1)   # formed already: its beats precede beat x
+            rd.append(t)
+        return rd[k]
+
+    for x, (col, _bl, bh, final) in enumerate(pairs):
+        t = max(t0, (asm[-1] + 1) if asm else t0, read(bh) + 1)
+        if x and pairs[x - 1][3]:
+            t = max(t, accepts[-1])           # the request register frees in its handshake
+        asm.append(t)
+        if final:
+            h = yield ("issue", t + 1, col)
+            accepts.append((yield ("accept", h)))
+    return accepts[-1] + 1, accepts, rd, len(accepts)
+
+
+def _drive(steps, dram, write: bool):
+    """Run a step generator against ``dram.request(t, col, write) -> (accept, response)``."""
+    try:
+        msg = next(steps)
+        while True:
+            if msg[0] == "issue":
+                answer = dram.request(msg[1], msg[2], write)
+            else:
+                answer = msg[1][0] if msg[0] == "accept" else msg[1][1]
+            msg = steps.send(answer)
+    except StopIteration as stop:
+        return stop.value
+
+
+def load_timing(cfg: AccelConfig, ins: Instruction, start: int, dram, *,
+                gather_base: int | None = None,
+                outstanding: int = LOAD_OUTSTANDING) -> DmaTiming:
+    """Event times of a DMA_LOAD / DMA_GATHER accepted in cycle ``start``: cycle 0 is the
+    handshake, the engine is active from T0 (1 for a load, 3 for a gather, whose index is read
+    and checked first) and follows :func:`load_steps`."""
+    is_gather = ins.opcode is Opcode.DMA_GATHER
+    t0 = start + (GATHER_START if is_gather else LOAD_START)
+    base = gather_base if is_gather else ins.dram_addr
+    # A gather without a base is one whose index was negative (GoldenMachine raised before
+    # forming a base); one with a base may still leave DRAM.
+    if is_gather and (base is None or _gather_error(cfg, ins, base)):
+        return DmaTiming(start, t0, [], [], error=True)
+    end, accepts, beats, n = _drive(load_steps(cfg, ins, t0, base, outstanding=outstanding),
+                                    dram, False)
+    return DmaTiming(start, end, accepts, beats, requests=n)
 
 
 def _count_le(sorted_vals: list[int], x: int) -> int:
@@ -323,52 +395,10 @@ def _gather_error(cfg: AccelConfig, ins: Instruction, base: int) -> bool:
 
 
 def store_timing(cfg: AccelConfig, ins: Instruction, start: int, dram) -> DmaTiming:
-    """Event times of a DMA_STORE accepted in cycle ``start`` (hw/dma_store.py):
-
-    * SRAM reads (beats) one per cycle from T0 = 1; read data appears the next cycle as the
-      newest slot of a window of K beats; a read is allowed while the oldest slot is not needed
-      by the current column (``k < bl + K``);
-    * column contributions are formed one per cycle once their last beat's data is visible, into
-      the request register; consecutive contributions to one column merge there; a final one is
-      offered as a write request the next cycle, and the register is free again in the cycle its
-      handshake completes;
-    * ``o_done`` is high in the cycle after the last request handshake (T0 when empty).
-    """
-    t0 = start + STORE_START
-    _, pairs = store_plan(cfg, ins)
-    if not pairs:
-        return DmaTiming(start, t0, [], [])
-    K = store_window_beats(cfg, ins.space)
-    rd: list[int] = []
-    asm: list[int] = []
-    accepts: list[int] = []
-    bls = [p[1] for p in pairs]
-
-    def read(k: int) -> int:
-        while len(rd) <= k:
-            x = len(rd)
-            t = max(t0, (rd[-1] + 1) if rd else t0)
-            pp = _count_le(bls, x - K)
-            if pp:
-                t = max(t, assemble(pp - 1) + 1)
-            rd.append(t)
-        return rd[k]
-
-    def assemble(p: int) -> int:
-        while len(asm) <= p:
-            x = len(asm)
-            _, _, bh, _ = pairs[x]
-            t = max(t0, (asm[-1] + 1) if asm else t0, read(bh) + 1)
-            if x and pairs[x - 1][3]:
-                t = max(t, accepts[-1])       # the request register frees in its handshake
-            asm.append(t)
-            if pairs[x][3]:
-                acc, _ = dram.request(t + 1, pairs[x][0], True)
-                accepts.append(acc)
-        return asm[p]
-
-    assemble(len(pairs) - 1)
-    return DmaTiming(start, accepts[-1] + 1, accepts, rd, requests=len(accepts))
+    """Event times of a DMA_STORE accepted in cycle ``start`` (active from T0 = start + 1,
+    :func:`store_steps`)."""
+    end, accepts, beats, n = _drive(store_steps(cfg, ins, start + STORE_START), dram, True)
+    return DmaTiming(start, end, accepts, beats, requests=n)
 
 
 def dma_timing(cfg: AccelConfig, ins: Instruction, start: int, dram, *,
