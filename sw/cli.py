@@ -202,6 +202,26 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    from llmaccel.sw.driver import load_model
+    from llmaccel.sw.profile import chrome_trace, profile_generation, report
+
+    cfg = preset(args.config)
+    _params, qm = load_model(args.checkpoint)
+    prof = profile_generation(cfg, qm, list(args.prompt.encode("utf-8")), args.tokens,
+                              step=args.step, index=args.index)
+    if args.chrome_trace:
+        chrome_trace(prof, args.chrome_trace)
+    if args.json:
+        print(json.dumps(prof.as_json()))
+    else:
+        print(report(prof, top=args.top))
+        if args.chrome_trace:
+            print(f"\nChrome trace written to {args.chrome_trace} (open it in "
+                  f"https://ui.perfetto.dev; one microsecond = one cycle)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from llmaccel.sw.demo import run_demo
 
@@ -319,6 +339,26 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(s)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("profile", help="where the cycles of one program of a generation go",
+                       description="Generate on the golden backend and break one program's "
+                                   "cycles down by compiler op (h.0.attention, h.0.mlp, …) and "
+                                   "unit, with the DRAM commands. The golden system model's "
+                                   "cycles equal the RTL's (tests/e2e), so this is the RTL's "
+                                   "timeline; --chrome-trace writes it for Perfetto.")
+    s.add_argument("--prompt", default="def ", help="prompt text (UTF-8 bytes are the tokens)")
+    s.add_argument("--tokens", type=int, default=8, help="new tokens to generate")
+    s.add_argument("--step", choices=("decode", "prefill"), default="decode",
+                   help="which kind of program to profile (default: %(default)s)")
+    s.add_argument("--index", type=int, default=-1,
+                   help="which program of that kind, in run order (default: the last)")
+    s.add_argument("--top", type=int, metavar="N", help="list only the N longest ops")
+    s.add_argument("--chrome-trace", metavar="FILE",
+                   help="write the timeline as Chrome trace-event JSON (units, ops, DRAM banks)")
+    s.add_argument("--checkpoint", help="model weights (default: the shipped tiny GPT)")
+    _config_arg(s)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_profile)
 
     s = sub.add_parser("demo", help="run a small GEMM/requantise/argmax program (golden)",
                        description="Build, run and check a small program on the golden model.")

@@ -40,6 +40,7 @@ class GoldenBackend(Backend):
         self.model = SystemModel(cfg)
         self._starts = iter(start_cycles) if start_cycles is not None else None
         self._now = 0
+        self.last_report = None
 
     def load_dram(self, addr: int, data) -> None:
         self.machine.load_dram(addr, data)
@@ -52,6 +53,9 @@ class GoldenBackend(Backend):
         program = self.machine.dram.copy()       # what the controller fetches from
         res = self.machine.run(base, max_instructions=self.max_instructions, trace=True)
         rep = self.model.run(res, start_cycle=start, base=base, program=program)
+        #: The last run's :class:`~llmaccel.sim.golden.system_model.SystemReport` (every
+        #: instruction's timing; ``llmaccel profile`` reads it).
+        self.last_report = rep
         self._now = rep.end
         st = res.stats
         counters = {

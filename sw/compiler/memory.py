@@ -79,6 +79,10 @@ class PlanReport:
     spills: int = 0
     reloads: int = 0
     limits: dict = field(default_factory=dict)
+    #: ``(op name, first instruction, end instruction)`` per op, in program order: the
+    #: instructions emitted while the op (its loads, spills and body) was planned. An
+    #: instruction the builder defers past an op's end counts to the op emitting then.
+    op_spans: list = field(default_factory=list)
 
 
 class _Arena:
@@ -261,6 +265,7 @@ class Planner:
             for t in (*op.inputs, *op.outputs):
                 uses.setdefault(t, []).append(i)
         for i, op in enumerate(ops):
+            first = len(self.b.instructions)
             pinned = set(op.inputs) | set(op.outputs)
             for t in op.inputs:
                 if t.addr is None:
@@ -271,6 +276,7 @@ class Planner:
                     self._place(t, uses, i, pinned)
                 t.valid_in_dram = False   # written now: any spilled copy is stale
             op.emit(_addr_of)
+            self.report.op_spans.append((op.name, first, len(self.b.instructions)))
             for t in pinned:
                 if uses[t][-1] == i:
                     self._free(t)
