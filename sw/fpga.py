@@ -555,12 +555,14 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
 def place_route_unit(cfg: AccelConfig, unit: str, out_dir: str | Path | None = None, *,
                      mhz: float = 100.0, seed: int = 1, command: str = "",
                      soft_wide_mul: bool = True, pnr_minutes: float | None = None,
+                     pnr_args: tuple[str, ...] = (),
                      progress: Callable[[str], None] | None = None) -> SynthResult:
     """Synthesise one unit of :func:`design_units` for the ECP5 (LFE5U-85F) and place and route
     it out of context: no pins and no IO buffers, the unit's ports left to the tools, its clock
     constrained to ``mhz``. The unit gets the full flow's memory guard and DSP policy
-    (``soft_wide_mul``); nextpnr runs with one thread and is stopped after ``pnr_minutes``
-    (``pnr_error`` then says so). Returns the resources, the routed Fmax of
+    (``soft_wide_mul``); nextpnr runs with one thread and ``pnr_args`` (e.g.
+    ``("--router", "router2")``) and is stopped after ``pnr_minutes`` (``pnr_error`` then says
+    so). Returns the resources, the routed Fmax of
     the unit's clock and nextpnr's critical path (``fmax_mhz``, ``critical_path``), so the
     unit that limits the clock can be found while the whole design does not route.
     """
@@ -580,21 +582,21 @@ def place_route_unit(cfg: AccelConfig, unit: str, out_dir: str | Path | None = N
                       date=time.strftime("%Y-%m-%d"))
     t0 = time.perf_counter()
     say(f"elaborating {unit} of config {cfg.name!r} with registered ports")
-    harness, boundary = _registered(units[unit]())
+    harness = _registered(units[unit]())
     (out / f"{top}.il").write_text(rtlil.convert(harness, name=top, emit_src=False))
     res.seconds["elaborate"] = round(time.perf_counter() - t0, 1)
     if _yosys_synth(res, board, out, yosys, soft_wide_mul=soft_wide_mul, say=say):
-        res.resources["boundary_ff"] = boundary
+        res.resources["boundary_ff"] = _boundary_ff(out / f"{top}.json", top)
         _nextpnr(res, out, [*npr, *board.nextpnr_args, "--out-of-context", "--freq", f"{mhz:g}",
                             "--json", f"{top}.json", "--report", "report.json",
-                            "--timing-allow-fail", "--seed", str(seed), "--threads", "1"], say,
+                            "--timing-allow-fail", "--seed", str(seed), "--threads", "1",
+                            *pnr_args], say,
                  minutes=pnr_minutes)
     return res
 
 
-def _registered(unit) -> tuple[object, int]:
-    """``unit`` behind a register on every port bit (the out-of-context harness), and the
-    number of those registers.
+def _registered(unit):
+    """``unit`` behind a register on every port bit: the out-of-context harness.
 
     Out of context nextpnr times only paths between flip-flops, and it refuses a netlist in
     which a top-level input drives an output port directly (Yosys gives both ports one net).
@@ -620,8 +622,19 @@ def _registered(unit) -> tuple[object, int]:
                 m.d.sync += inner.eq(outer) if flow == In else outer.eq(inner)
             return m
 
-    harness = Registered({name: (In if flow == In else Out)(len(v)) for name, flow, v in ports})
-    return harness, sum(len(v) for _, _, v in ports)
+    return Registered({name: (In if flow == In else Out)(len(v)) for name, flow, v in ports})
+
+
+def _boundary_ff(netlist: Path, top: str) -> int:
+    """How many flip-flops of the harness's netlist are its port registers (those that Yosys
+    kept: a register on an input the unit ignores is removed): the FFs whose data input is a
+    top-level input or whose output is a top-level output."""
+    mod = json.loads(netlist.read_text())["modules"][top]
+    bits = {d: {b for p in mod["ports"].values() if p["direction"] == d for b in p["bits"]}
+            for d in ("input", "output")}
+    return sum(1 for cell in mod["cells"].values() if cell["type"] == "TRELLIS_FF"
+               and (set(cell["connections"]["DI"]) & bits["input"]
+                    or set(cell["connections"]["Q"]) & bits["output"]))
 
 
 def _out_dir(out_dir: str | Path | None, prefix: str) -> Path:
