@@ -101,11 +101,10 @@ class DmaStore(wiring.Component):
         acc = Signal()
         ls = Signal(2)
         ns = Signal(18)                        # bytes per row
-        B = Signal(range(4 * W + 1))           # bytes per SRAM row
         K = Signal(range(max(K_sp, K_acc) + 1))
         m.d.comb += [
             acc.eq(ins.space == Space.ACC), ls.eq(Mux(acc, 2, 0)),
-            ns.eq(Mux(acc, ins.len << 2, ins.len)), B.eq(Mux(acc, 4 * W, W)),
+            ns.eq(Mux(acc, ins.len << 2, ins.len)),
             K.eq(Mux(acc, K_acc, K_sp)),
         ]
         dstride = ins.dram_stride
@@ -237,7 +236,8 @@ class DmaStore(wiring.Component):
         pos = Signal(range(_COL + max(K_sp * W, K_acc * 4 * W) + _COL))
         m.d.comb += [
             beat_base.eq(as_a + (((q_lo << lw) - as_b) << ls)),
-            pos.eq(slot * B + (col_base - beat_base) + _COL),
+            # slot × (bytes per SRAM row), a power of two: a shift, not a multiplier
+            pos.eq(Mux(acc, slot << (lw + 2), slot << lw) + (col_base - beat_base) + _COL),
         ]
         zeros = Const(0, 8 * _COL)
         cut_sp = Cat(zeros, *sp_win, self.sp_rd.data, zeros).bit_select(pos * 8, 8 * _COL)
