@@ -29,6 +29,7 @@ from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.controller import UNITS
 from llmaccel.hw.errors import LlmaccelError
 from llmaccel.hw.isa import INSTR_BYTES
+from llmaccel.sim.golden.system_model import BUSY_SPAN
 
 __all__ = ["Profile", "chrome_trace", "profile_generation", "report"]
 
@@ -95,8 +96,6 @@ class Profile:
 
 def _busy_interval(ev) -> tuple[int, int]:
     """The cycles (inclusive) in which the instruction's unit counts as busy for it."""
-    from llmaccel.sim.golden.system_model import BUSY_SPAN  # noqa: PLC0415
-
     a, b = BUSY_SPAN[ev.unit]
     return ev.start + a, ev.end + b
 
