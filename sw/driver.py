@@ -124,11 +124,15 @@ class GenerationResult:
 
 
 class Generator:
-    """Runs a compiled model on a backend."""
+    """Runs a compiled model on a backend. ``on_run(info, run)``, when given, is called after
+    every program with its :class:`~llmaccel.sw.compiler.gpt.ProgramInfo` and
+    :class:`~llmaccel.sim.backends.BackendRun` (``llmaccel profile`` uses it)."""
 
-    def __init__(self, compiled, backend: Backend):
+    def __init__(self, compiled, backend: Backend,
+                 on_run: Callable[[object, BackendRun], None] | None = None):
         self.c = compiled
         self.backend = backend
+        self.on_run = on_run
         self._loaded = False
 
     def _ensure_image(self) -> None:
@@ -139,6 +143,8 @@ class Generator:
     def _run(self, info) -> tuple[BackendRun, int]:
         self.backend.load_dram(info.base, info.binary)
         run = self.backend.run(info.base)
+        if self.on_run is not None:
+            self.on_run(info, run)
         if not run.ok:
             raise LlmaccelError(f"the accelerator stopped with {run.error.name} at pc "
                                 f"{run.error_pc:#x} in the {info.kind} program: {run.message}")

@@ -106,8 +106,9 @@ def build_profile(cfg: AccelConfig, program, rep, trace: list, *, kind: str,
     the system model's report and the DRAM model's command trace."""
     t0, n = rep.start, rep.cycles
     names = [u.name for u in UNITS]
-    # Busy cycles per unit as 0/1 arrays over the run, with the op of each instruction.
-    occ = {u: np.zeros(n + 1, np.int32) for u in names}     # op index + 1 (0: idle)
+    # Per unit and cycle of the run: 1 + the index of the op whose instruction keeps the unit
+    # busy then (0: idle).
+    occ = {u: np.zeros(n, np.int32) for u in names}
     spans = program.plan.op_spans
     op_of = np.zeros(program.n_instructions, np.int32)
     for k, (_, a, b) in enumerate(spans):
@@ -128,13 +129,13 @@ def build_profile(cfg: AccelConfig, program, rep, trace: list, *, kind: str,
         s, e = ev.start - t0, ev.end - t0
         op.start_cycle = s if op.start_cycle is None else min(op.start_cycle, s)
         op.end_cycle = e if op.end_cycle is None else max(op.end_cycle, e)
-    busy = {u: int(np.count_nonzero(occ[u][:n])) for u in names}
+    per_op = {u: np.bincount(occ[u], minlength=len(ops) + 1) for u in names}
+    busy = {u: int(n - per_op[u][0]) for u in names}
     for k, op in enumerate(ops):
-        op.busy = {u: int(np.count_nonzero(occ[u][:n] == k + 1)) for u in names
-                   if np.any(occ[u][:n] == k + 1)}
+        op.busy = {u: int(per_op[u][k + 1]) for u in names if per_op[u][k + 1]}
     any_busy = np.zeros(n, bool)
     for u in names:
-        any_busy |= occ[u][:n] != 0
+        any_busy |= occ[u] != 0
     window = [c for c in trace if t0 <= c[0] < t0 + n]
     dram: dict[str, int] = {}
     for c in window:
@@ -157,18 +158,11 @@ def profile_generation(cfg: AccelConfig, qmodel, prompt: list[int], tokens: int,
     if step == "decode" and tokens < 2:
         raise LlmaccelError("a decode step needs at least 2 new tokens (the first comes from "
                             "the prefill)")
-    compiled = CompiledGPT(qmodel, cfg)
     be = GoldenBackend(cfg)
-    gen = Generator(compiled, be)
     runs: list = []        # (ProgramInfo, SystemReport) of every program run
-    run_program = gen._run
-
-    def run_and_keep(info):
-        out = run_program(info)
-        runs.append((info, be.last_report))
-        return out
-    gen._run = run_and_keep
-    gen.generate(list(prompt), tokens)
+    Generator(CompiledGPT(qmodel, cfg), be,
+              on_run=lambda info, _run: runs.append((info, be.last_report))
+              ).generate(list(prompt), tokens)
     picked = [r for r in runs if r[0].kind == step]
     if not picked:
         raise LlmaccelError(f"the generation ran no {step} program")
