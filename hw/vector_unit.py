@@ -38,7 +38,7 @@ class VectorUnit(wiring.Component):
 
     Instructions run to completion one after another (the next one is accepted in the cycle
     ``o_done`` pulses), so an instruction sees every result of the previous one. Within an
-    instruction a five-stage pipeline streams one beat per cycle: a row of ``W`` elements is
+    instruction a six-stage pipeline streams one beat per cycle: a row of ``W`` elements is
     ``W / L`` beats of ``L = vector_lanes`` lanes (one row per cycle when ``L = W``)::
 
         s0  issue: row addresses from running counters → SRAM read ports
@@ -46,13 +46,18 @@ class VectorUnit(wiring.Component):
             VMASK condition; VTRANS lines and VLUTLD table rows are handled here
         s2  t = a op b (64-bit exact; VMUL is a 32×32 multiply), LUT entry, mask; or the
             reducer accumulates; or the divider / square root start (31 / 16 steps)
-        s3  requantisation sat_T(rshift_round(t, shift)) → write register
-        s4  SRAM write (per-lane enables select the beat's lanes)
+        s3  select t, a quotient or a root → requantiser input register
+        s4  requantisation sat_T(rshift_round(t, shift)) → write register; the reducer's
+            result and VTRANS lines are loaded into the write register directly
+        s5  SRAM write (per-lane enables select the beat's lanes)
+
+    s3 has a cycle of its own only for the clock: selecting among three 64-bit sources in front
+    of the requantiser's variable shift and carry chains was the unit's critical path.
 
     Reads of later rows therefore run ahead of writes of earlier rows: a row must not read
     what an earlier row of the same instruction writes (the golden model's race rule). A
     ``SCALAR`` second operand is read once per row, on its first beat, so that the row's own
-    writes (``W / L`` > 5 beats later) cannot change it.
+    writes (which later beats can see when ``W / L`` > 6) cannot change it.
 
     Cycles of one instruction (see ``sim.golden.timing_vec.vec_cycles``) are counted from the
     cycle the ``i_cmd`` handshake completes (*S*) to the cycle ``o_done`` is high (*D*); ``ready``
@@ -289,47 +294,65 @@ class VectorUnit(wiring.Component):
         ]
 
         # ------------------------------------------------------------------------------------
-        # s3: requantisation into the write register (which the reducer and VTRANS also load).
-        t3_valid = Mux(is_recip, div.o_valid, Mux(is_isqrt, sqr.o_valid, s3_valid))
-        for j in range(L):
-            m.d.comb += rq.i_t[j].eq(Mux(is_recip, div.o_quot[j],
-                                         Mux(is_isqrt, sqr.o_root[j], s3_t[j])))
-        m.d.comb += [rq.i_shift.eq(Mux(has_shift, ins.shift, 0)), rq.i_to_acc.eq(dst_acc)]
-
+        # s3: select the requantiser's input: this beat's t, or a finished quotient or root. It is
+        # registered so that the selection and the requantiser's 65-bit shift and carry chain do
+        # not share a cycle; the shift and destination type travel with it, so the requantiser
+        # sees only registers.
+        s4_t = Signal(data.ArrayLayout(signed(T_BITS), L))
         s4_valid = Signal()
         s4_last = Signal()
-        s4_row = Signal(ra)
-        s4_en = Signal(W)
-        s4_data = Signal(data.ArrayLayout(signed(32), W))
-        m.d.sync += s4_valid.eq(0)
-        with m.If(t3_valid & is_elem):
-            m.d.sync += [s4_valid.eq(1), s4_last.eq(s3_last), s4_row.eq(s3_dst),
-                         s4_en.eq(Const((1 << L) - 1, W) << (s3_beat * L))]
-            for p in range(W):
-                m.d.sync += s4_data[p].eq(rq.o_out[p % L])
-        with m.Elif(red.o_valid):
-            m.d.sync += [s4_valid.eq(1), s4_last.eq(1), s4_row.eq(ins.dst.addr[lw:]),
-                         s4_en.eq(-1), s4_data.eq(red.o_data)]
-        with m.Elif(s1_valid & is_trans & s1_out):
-            m.d.sync += [s4_valid.eq(1), s4_last.eq(s1_last), s4_row.eq(s1_dst),
-                         s4_en.eq(-1)]
-            for p in range(W):
-                m.d.sync += s4_data[p].eq(saturate(tp.o_data[p], dst_acc))
+        s4_beat = Signal(range(max(B, 2)))
+        s4_dst = Signal(ra)
+        s4_shift = Signal(6)
+        s4_to_acc = Signal()
+        # At most one of the three is high: the iterative units only run for their own opcode.
+        t3_valid = div.o_valid | sqr.o_valid | s3_valid
+        m.d.sync += s4_valid.eq(t3_valid)
+        with m.If(t3_valid):
+            m.d.sync += [s4_last.eq(s3_last), s4_beat.eq(s3_beat), s4_dst.eq(s3_dst),
+                         s4_shift.eq(Mux(has_shift, ins.shift, 0)), s4_to_acc.eq(dst_acc)]
+            for j in range(L):
+                m.d.sync += s4_t[j].eq(Mux(is_recip, div.o_quot[j],
+                                           Mux(is_isqrt, sqr.o_root[j], s3_t[j])))
 
         # ------------------------------------------------------------------------------------
-        # s4: write.
+        # s4: requantisation into the write register (which the reducer and VTRANS also load).
+        m.d.comb += [rq.i_t.eq(s4_t), rq.i_shift.eq(s4_shift), rq.i_to_acc.eq(s4_to_acc)]
+
+        s5_valid = Signal()
+        s5_last = Signal()
+        s5_row = Signal(ra)
+        s5_en = Signal(W)
+        s5_data = Signal(data.ArrayLayout(signed(32), W))
+        m.d.sync += s5_valid.eq(0)
+        with m.If(s4_valid):
+            m.d.sync += [s5_valid.eq(1), s5_last.eq(s4_last), s5_row.eq(s4_dst),
+                         s5_en.eq(Const((1 << L) - 1, W) << (s4_beat * L))]
+            for p in range(W):
+                m.d.sync += s5_data[p].eq(rq.o_out[p % L])
+        with m.Elif(red.o_valid):
+            m.d.sync += [s5_valid.eq(1), s5_last.eq(1), s5_row.eq(ins.dst.addr[lw:]),
+                         s5_en.eq(-1), s5_data.eq(red.o_data)]
+        with m.Elif(s1_valid & is_trans & s1_out):
+            m.d.sync += [s5_valid.eq(1), s5_last.eq(s1_last), s5_row.eq(s1_dst),
+                         s5_en.eq(-1)]
+            for p in range(W):
+                m.d.sync += s5_data[p].eq(saturate(tp.o_data[p], dst_acc))
+
+        # ------------------------------------------------------------------------------------
+        # s5: write.
         m.d.comb += [
-            self.sp_wr.addr.eq(s4_row), self.acc_wr.addr.eq(s4_row),
-            self.sp_wr.en.eq(Mux(s4_valid & ~dst_acc, s4_en, 0)),
-            self.acc_wr.en.eq(Mux(s4_valid & dst_acc, s4_en, 0)),
+            self.sp_wr.addr.eq(s5_row), self.acc_wr.addr.eq(s5_row),
+            self.sp_wr.en.eq(Mux(s5_valid & ~dst_acc, s5_en, 0)),
+            self.acc_wr.en.eq(Mux(s5_valid & dst_acc, s5_en, 0)),
         ]
         for p in range(W):
-            m.d.comb += [self.sp_wr.data[p].eq(s4_data[p][:8]),
-                         self.acc_wr.data[p].eq(s4_data[p])]
+            m.d.comb += [self.sp_wr.data[p].eq(s5_data[p][:8]),
+                         self.acc_wr.data[p].eq(s5_data[p])]
 
         # ------------------------------------------------------------------------------------
         # Control.
-        finish = (s4_valid & s4_last) | (s1_valid & s1_last & is_lutld)
+        finish = (s5_valid & s5_last) | (s1_valid & s1_last & is_lutld)
         done = Signal()
         m.d.comb += self.o_done.eq(done)
         m.d.sync += done.eq(finish)

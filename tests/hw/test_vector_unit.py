@@ -258,9 +258,9 @@ def test_vec_cycles_formula():
     """The documented formulas (docs/vector_unit.md) for a few instructions."""
     cfg = TINY.replace(vector_lanes=2)                     # W = 4, 2 beats per row
     acc = {"space": Space.ACC, "addr": 0, "stride": 4}
-    assert vec_cycles(cfg, instr(Opcode.VADD, rows=3, src1=acc, dst=acc)) == 3 * 2 + 5
-    assert vec_cycles(cfg, instr(Opcode.VRECIP, rows=3, src1=acc, dst=acc)) == 3 * 2 * 31 + 5
-    assert vec_cycles(cfg, instr(Opcode.VISQRT, rows=1, src1=acc, dst=acc)) == 2 * 16 + 5
+    assert vec_cycles(cfg, instr(Opcode.VADD, rows=3, src1=acc, dst=acc)) == 3 * 2 + 6
+    assert vec_cycles(cfg, instr(Opcode.VRECIP, rows=3, src1=acc, dst=acc)) == 3 * 2 * 31 + 6
+    assert vec_cycles(cfg, instr(Opcode.VISQRT, rows=1, src1=acc, dst=acc)) == 2 * 16 + 6
     assert vec_cycles(cfg, instr(Opcode.VREDSUM, rows=4, src1=acc, dst=acc)) == 4 * 2 + 5
     assert vec_cycles(cfg, instr(Opcode.VARGMAX, rows=4, src1=acc, dst=acc,
                                  horizontal=1)) == 4 * 2 + 5 + 2
