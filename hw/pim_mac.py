@@ -15,13 +15,18 @@ the last bank's activation (tRRD/tFAW stagger the ACTs of a row switch by up to
 delay line would need a fixed lag between banks, which refresh, row hits and bank-group timing
 do not give.
 
-Datapath, for a column issued in cycle t (``col_go``):
+Datapath, for a column issued in cycle t (``col_go``), pipelined so that no stage holds more
+than a block-RAM read, a multiplier or two adder levels (the ECP5 FPGA flow: docs/fpga.md):
 
 * t: bank read (``mem_addr``) and replica read of chunk ``gb_chunk + j % kc``;
-* t+1: 32 int8 × int8 products summed (``mem_data`` · chunk); the accumulator of the output is
-  read when the column starts an output and ``accumulate`` is set;
-* t+2: the running sum is updated and, on the last column of an output, written to its slot;
-  ``done`` pulses in t+2 for the instruction's last column.
+* t+1: the column word (``mem_data``) and the chunk are registered;
+* t+2: the 32 int8 × int8 products are registered;
+* t+3: sums of four products are registered (8 partial sums);
+* t+4: sums of four partial sums are registered (2); the output's accumulator is read when the
+  column starts an output and ``accumulate`` is set;
+* t+5 (= t + :data:`MAC_LATENCY`): the two halves are added to the running sum and, on the last
+  column of an output, written to its slot; ``done`` pulses in this cycle for the instruction's
+  last column.
 
 The accumulator read port is transparent to the write port, so an instruction that accumulates
 into the slot the previous one just wrote sees the new value even back to back.
@@ -37,11 +42,29 @@ from .config import PIM_COL_BITS, AccelConfig
 from .dram_bank import col_word_layout
 from .isa import PimInstr
 
-__all__ = ["PimMac"]
+__all__ = ["MAC_LATENCY", "PimMac"]
+
+#: Cycles from a column's read (``col_go`` in cycle t) to its accumulator update and, for an
+#: instruction's last column, its ``done`` pulse (cycle t + MAC_LATENCY). An instruction with
+#: ``ncols = 0`` pulses ``done`` MAC_LATENCY cycles after it becomes current. The channel counts
+#: the pulse a cycle later (sim/golden/dram_model.py follows this).
+MAC_LATENCY = 5
 
 
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
+
+
+def _sums4(m: Module, values: list, name: str) -> list:
+    """Registered sums of groups of four ``values`` (two adder levels per stage)."""
+    out = []
+    for i in range(0, len(values), 4):
+        group = values[i:i + 4]
+        width = max(len(v) for v in group) + (len(group) - 1).bit_length()
+        r = Signal(signed(width), name=f"{name}_{i // 4}")
+        m.d.sync += r.eq(sum(group))
+        out.append(r)
+    return out
 
 
 class PimMac(wiring.Component):
@@ -175,32 +198,42 @@ class PimMac(wiring.Component):
                 m.d.sync += [jk.eq(jk + 1), g.eq(g + 1)]
         m.d.comb += [gb_r.addr.eq(g), gb_r.en.eq(self.col_go)]
 
-        s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "fin": 1,
-                                       "acc": 1, "o": len(o)}))
-        m.d.sync += [s1.valid.eq(self.col_go), s1.first.eq(first), s1.last.eq(last_group),
-                     s1.fin.eq((self.col_go & last_col) | empty), s1.acc.eq(cur.accumulate),
-                     s1.o.eq(o)]
+        # The control of a column travels down the pipeline beside its data.
+        ctrl = data.StructLayout({"valid": 1, "first": 1, "last": 1, "fin": 1, "acc": 1,
+                                  "o": len(o)})
+        c = [None] + [Signal(ctrl, name=f"c{i}") for i in range(1, MAC_LATENCY + 1)]
+        m.d.sync += [c[1].valid.eq(self.col_go), c[1].first.eq(first),
+                     c[1].last.eq(last_group), c[1].fin.eq((self.col_go & last_col) | empty),
+                     c[1].acc.eq(cur.accumulate), c[1].o.eq(o)]
+        for i in range(1, MAC_LATENCY):
+            m.d.sync += c[i + 1].eq(c[i])
 
-        # Stage 1: the dot product of the column with the chunk.
-        products = [self.mem_data[x].as_signed() * gb_r.data.word_select(x, 8).as_signed()
-                    for x in range(cfg.col_bytes)]
-        dot = Signal(signed(32))
-        m.d.comb += dot.eq(sum(products))
-        m.d.comb += [sl_r.addr.eq(Mux(self.slot_rd_en, self.slot_rd_addr, s1.o)),
+        # t+1: register the column word and the chunk (the block RAMs' output registers).
+        x2 = Signal.like(self.mem_data)
+        w2 = Signal.like(gb_r.data)
+        m.d.sync += [x2.eq(self.mem_data), w2.eq(gb_r.data)]
+        # t+2: the products (the multipliers' output registers).
+        p3 = [Signal(signed(16), name=f"p3_{x}") for x in range(cfg.col_bytes)]
+        m.d.sync += [p3[x].eq(x2[x].as_signed() * w2.word_select(x, 8).as_signed())
+                     for x in range(cfg.col_bytes)]
+        # t+3, t+4: the adder tree, two levels per stage.
+        q4 = _sums4(m, p3, "q4")
+        r5 = _sums4(m, q4, "r5")
+        dot = sum(r5)
+
+        # t+4: read the accumulator of the output the column at t+5 starts.
+        m.d.comb += [sl_r.addr.eq(Mux(self.slot_rd_en, self.slot_rd_addr, c[MAC_LATENCY - 1].o)),
                      sl_r.en.eq(1), self.slot_rd_data.eq(sl_r.data)]
-        s2 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "fin": 1,
-                                       "acc": 1, "o": len(o), "dot": signed(32)}))
-        m.d.sync += [s2.valid.eq(s1.valid), s2.first.eq(s1.first), s2.last.eq(s1.last),
-                     s2.fin.eq(s1.fin), s2.acc.eq(s1.acc), s2.o.eq(s1.o), s2.dot.eq(dot)]
 
-        # Stage 2: accumulate into the running sum; write the slot at the end of an output.
+        # t+5: accumulate into the running sum; write the slot at the end of an output.
+        s = c[MAC_LATENCY]
         run = Signal(signed(32))
         base = Signal(signed(32))
         total = Signal(signed(32))
-        m.d.comb += [base.eq(Mux(s2.first, Mux(s2.acc, sl_r.data, 0), run)),
-                     total.eq(base + s2.dot)]
-        with m.If(s2.valid):
+        m.d.comb += [base.eq(Mux(s.first, Mux(s.acc, sl_r.data, 0), run)),
+                     total.eq(base + dot)]
+        with m.If(s.valid):
             m.d.sync += run.eq(total)
-        m.d.comb += [sl_w.addr.eq(s2.o), sl_w.data.eq(total), sl_w.en.eq(s2.valid & s2.last),
-                     self.done.eq(s2.fin)]
+        m.d.comb += [sl_w.addr.eq(s.o), sl_w.data.eq(total), sl_w.en.eq(s.valid & s.last),
+                     self.done.eq(s.fin)]
         return m

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.isa import Instruction, Opcode
+from llmaccel.hw.pim_mac import MAC_LATENCY
 
 __all__ = ["STARVE_LIMIT", "DramModel", "PimOp", "Request", "rsp_depth", "starvation_bound"]
 
@@ -417,12 +418,12 @@ class DramModel:
                 self.stats["pim_columns"] += 1
                 if e.j == cur.ncols - 1:
                     take = True
-                    e.done_at.append(t + 3)
+                    e.done_at.append(t + MAC_LATENCY + 1)
                 else:
                     e.j += 1
             elif cur is not None and cur.ncols == 0:
                 take = True
-                e.done_at.append(t + 3)
+                e.done_at.append(t + MAC_LATENCY + 1)
             if take:
                 if e.cur is not None or e.pend is not None:
                     acted = True

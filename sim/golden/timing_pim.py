@@ -16,7 +16,8 @@ closed (docs/dram_pim.md derives these):
   ``nslots = 0``.
 * ``PIM_MAC``: bank b opens its row with ACT at a_b (banks in order, tRRD/tFAW apart, PRE
   first when another row is open), streams ``ncols`` columns from a_b + tRCD every tCCD_L, and
-  the instruction is done 3 cycles after the last bank's last column.
+  the instruction is done ``MAC_LATENCY + 1`` = 6 cycles after the last bank's last column
+  (hw/pim_mac.py's pipeline).
 """
 
 from __future__ import annotations

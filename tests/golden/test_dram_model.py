@@ -6,6 +6,7 @@ import pytest
 
 from llmaccel.hw.config import DramTiming, preset
 from llmaccel.hw.isa import Opcode
+from llmaccel.hw.pim_mac import MAC_LATENCY
 from llmaccel.sim.golden.dram_model import DramModel, starvation_bound
 from llmaccel.sim.golden.dram_monitor import TimingViolationError, check_trace
 from llmaccel.sim.golden.timing_pim import PimTiming, pim_cycles, walk_rows
@@ -152,7 +153,9 @@ def test_mac_on_a_closed_channel():
     acts = [c for c, k, *_ in pt.dram.trace if k == "ACT"]
     # hold, grant, dispatch, take: the first ACT 4 cycles after the handshake
     assert acts == [op.accept + 4 + t.tRRD_S * b for b in range(B)]
-    assert done == acts[-1] + t.tRCD + (8 - 1) * t.tCCD_L + 3
+    # the last column's sum reaches its slot MAC_LATENCY cycles later; the channel counts it
+    # a cycle after that
+    assert done == acts[-1] + t.tRCD + (8 - 1) * t.tCCD_L + MAC_LATENCY + 1
     check_trace(cfg, pt.dram.trace)
 
 
