@@ -99,14 +99,8 @@ class DmaStore(wiring.Component):
         # Intermediate values are named signals: an expression object used in several places
         # is otherwise elaborated once per use.
         acc = Signal()
-        ls = Signal(2)
-        ns = Signal(18)                        # bytes per row
         K = Signal(range(max(K_sp, K_acc) + 1))
-        m.d.comb += [
-            acc.eq(ins.space == Space.ACC), ls.eq(Mux(acc, 2, 0)),
-            ns.eq(Mux(acc, ins.len << 2, ins.len)),
-            K.eq(Mux(acc, K_acc, K_sp)),
-        ]
+        m.d.comb += [acc.eq(ins.space == Space.ACC), K.eq(Mux(acc, K_acc, K_sp))]
         dstride = ins.dram_stride
         sstride = ins.sram_stride
 
@@ -146,6 +140,7 @@ class DmaStore(wiring.Component):
         # continuous assignments, which Icarus evaluates at time 0, rather than always @*
         # blocks, which it only runs when an input changes.
         cmd = self.i_cmd.payload
+        idle = Signal()
         a = Signal(signed(_ABITS))
         b = Signal(signed(_SBITS))
         m.d.comb += [a.eq(cmd.dram_addr), b.eq(cmd.sram_addr)]
@@ -166,48 +161,54 @@ class DmaStore(wiring.Component):
             with m.State("RUN"), m.If(~as_active & req_hs):
                 m.d.sync += done.eq(1)
                 m.next = "IDLE"
-        m.d.comb += [self.i_cmd.ready.eq(fsm.ongoing("IDLE")),
-                     self.o_busy.eq(~fsm.ongoing("IDLE"))]
+        m.d.comb += [idle.eq(fsm.ongoing("IDLE")), self.i_cmd.ready.eq(idle),
+                     self.o_busy.eq(~idle)]
 
         # ---------------------------------------------------------------------------------
-        # Column walker (combinational part): which beats the current column needs.
-        row_end = Signal(signed(_ABITS))      # one past the row's last DRAM byte
-        c1 = Signal(signed(_ABITS - 5))
+        # Column walker: the geometry of the current (row, column) pair — which beats the
+        # column needs, where its bytes sit in the window, its byte mask — is held in registers,
+        # computed in the cycle the walker moves to the pair (from the instruction in IDLE, from
+        # the next pair when a pair is formed). The request path then starts at registers instead
+        # of running the whole geometry, the byte window and the merge in one cycle (FPGA
+        # timing, docs/fpga.md); the cycles are the same.
+        src = Signal(DmaInstr)                 # the instruction the next pair belongs to
+        m.d.comb += src.eq(Mux(idle, cmd.as_value(), ins.as_value()))
+        g_bl = Signal(signed(_IBITS + 2))      # beat indices of the pair's first and last byte
+        g_bh = Signal(signed(_IBITS + 2))
+        g_off = Signal(signed(_ABITS))         # column start − DRAM address of beat g_bl's lane 0
+        g_mask = Signal(_COL)                  # the row's bytes in the column
+        g_last = Signal()                      # the row's last column
+        g_final = Signal()                     # the request is complete (no merge follows)
+        a_next = Signal(signed(_ABITS))
         q0 = Signal(signed(_SBITS))
         q1 = Signal(signed(_SBITS))
-        col_base = Signal(signed(_ABITS))
-        x_lo = Signal(signed(_ABITS))          # the row's first and last byte in this column
-        x_hi = Signal(signed(_ABITS))
-        q_lo = Signal(signed(_SBITS))          # SRAM rows holding them
-        q_hi = Signal(signed(_SBITS))
-        bl = Signal(signed(_IBITS + 2))        # their beat indices
-        bh = Signal(signed(_IBITS + 2))
-        a_next = Signal(signed(_ABITS))
-        last_col = Signal()
-        final = Signal()
         m.d.comb += [
-            row_end.eq(as_a + ns),
-            c1.eq((row_end - 1) >> 5),
+            a_next.eq(as_a + dstride),
             q0.eq(as_b >> lw),
             q1.eq((as_b + ins.len - 1) >> lw),
-            col_base.eq(as_c << 5),
-            x_lo.eq(Mux(col_base > as_a, col_base, as_a)),
-            x_hi.eq(Mux(col_base + _COL < row_end, col_base + _COL, row_end) - 1),
-            q_lo.eq((as_b + ((x_lo - as_a) >> ls)) >> lw),
-            q_hi.eq((as_b + ((x_hi - as_a) >> ls)) >> lw),
-            bl.eq(as_k0 + (q_lo - q0)),
-            bh.eq(as_k0 + (q_hi - q0)),
-            a_next.eq(as_a + dstride),
-            last_col.eq(as_c == c1),
-            final.eq(~(last_col & (as_left != 1) & ((a_next >> 5) == as_c))),
         ]
+        # The pair the walker moves to.
+        n_a = Signal(signed(_ABITS))
+        n_b = Signal(signed(_SBITS))
+        n_c = Signal(signed(_ABITS - 5))
+        n_k0 = Signal(_IBITS)
+        n_left = Signal(16)
+        with m.If(idle):
+            m.d.comb += [n_a.eq(a), n_b.eq(b), n_c.eq(a >> 5), n_k0.eq(0), n_left.eq(cmd.rows)]
+        with m.Elif(g_last):
+            m.d.comb += [n_a.eq(a_next), n_b.eq(as_b + sstride), n_c.eq(a_next >> 5),
+                         n_k0.eq(as_k0 + (q1 - q0) + 1), n_left.eq(as_left - 1)]
+        with m.Else():
+            m.d.comb += [n_a.eq(as_a), n_b.eq(as_b), n_c.eq(as_c + 1), n_k0.eq(as_k0),
+                         n_left.eq(as_left)]
+        geom = self._geometry(m, src, lw, n_a, n_b, n_c, n_k0, n_left)
 
         # Read walker.
         rd_q1 = (rd_b + ins.len - 1) >> lw
         b_n = Signal(signed(_SBITS))           # the next row's SRAM address
         m.d.comb += b_n.eq(rd_b + sstride)
         read = Signal()
-        m.d.comb += read.eq(rd_active & as_active & (nreads < bl + K))
+        m.d.comb += read.eq(rd_active & as_active & (nreads < g_bl + K))
         m.d.comb += [
             self.sp_rd.addr.eq(rd_q), self.sp_rd.en.eq(read & ~acc),
             self.acc_rd.addr.eq(rd_q), self.acc_rd.en.eq(read & acc),
@@ -228,56 +229,86 @@ class DmaStore(wiring.Component):
             with m.Else():
                 m.d.sync += rd_q.eq(rd_q + 1)
 
-        # Column data: the window slot holding beat bl is bl - (nreads - K); the column's byte 0
-        # is at col_base - (DRAM address of lane 0 of that beat) from the slot's start.
+        # Column data: the window slot holding beat g_bl is g_bl - (nreads - K); the column's
+        # byte 0 is g_off bytes from that slot's start.
         slot = Signal(range(max(K_sp, K_acc)))
-        m.d.comb += slot.eq(bl + K - nreads)
-        beat_base = Signal(signed(_ABITS))
+        m.d.comb += slot.eq(g_bl + K - nreads)
         pos = Signal(range(_COL + max(K_sp * W, K_acc * 4 * W) + _COL))
-        m.d.comb += [
-            beat_base.eq(as_a + (((q_lo << lw) - as_b) << ls)),
-            # slot × (bytes per SRAM row), a power of two: a shift, not a multiplier
-            pos.eq(Mux(acc, slot << (lw + 2), slot << lw) + (col_base - beat_base) + _COL),
-        ]
+        # slot × (bytes per SRAM row), a power of two: a shift, not a multiplier
+        m.d.comb += pos.eq(Mux(acc, slot << (lw + 2), slot << lw) + g_off + _COL)
         zeros = Const(0, 8 * _COL)
         cut_sp = Cat(zeros, *sp_win, self.sp_rd.data, zeros).bit_select(pos * 8, 8 * _COL)
         cut_acc = Cat(zeros, *acc_win, self.acc_rd.data, zeros).bit_select(pos * 8, 8 * _COL)
         new_data = Signal(8 * _COL)
-        lo_off = Signal(signed(_ABITS))        # the row's first byte within the column
-        hi_off = Signal(signed(_ABITS))        # one past its last byte
-        new_mask = Signal(_COL)
-        m.d.comb += [
-            new_data.eq(Mux(acc, cut_acc, cut_sp)),
-            lo_off.eq(as_a - col_base),
-            hi_off.eq(row_end - col_base),
-            new_mask.eq(Cat(((x >= lo_off) & (x < hi_off)) for x in range(_COL))),
-        ]
+        m.d.comb += new_data.eq(Mux(acc, cut_acc, cut_sp))
 
         merge = Signal()
         form = Signal()
         m.d.comb += [
             merge.eq(out_valid & ~out_final),
-            form.eq(as_active & (bh < nreads) & (~out_valid | ~out_final | req_hs)),
+            form.eq(as_active & (g_bh < nreads) & (~out_valid | ~out_final | req_hs)),
         ]
+        with m.If(idle | form):
+            m.d.sync += [g_bl.eq(geom["bl"]), g_bh.eq(geom["bh"]), g_off.eq(geom["off"]),
+                         g_mask.eq(geom["mask"]), g_last.eq(geom["last"]),
+                         g_final.eq(geom["final"])]
         with m.If(form):
-            m.d.sync += [out_valid.eq(1), out_final.eq(final), out_col.eq(as_c)]
+            m.d.sync += [out_valid.eq(1), out_final.eq(g_final), out_col.eq(as_c)]
             with m.If(merge):
-                m.d.sync += out_mask.eq(out_mask | new_mask)
+                m.d.sync += out_mask.eq(out_mask | g_mask)
                 m.d.sync += out_data.eq(Cat(
-                    Mux(new_mask[x], new_data.word_select(x, 8), out_data.word_select(x, 8))
+                    Mux(g_mask[x], new_data.word_select(x, 8), out_data.word_select(x, 8))
                     for x in range(_COL)))
             with m.Else():
-                m.d.sync += [out_mask.eq(new_mask), out_data.eq(new_data)]
-            with m.If(last_col):
-                with m.If(as_left == 1):
-                    m.d.sync += as_active.eq(0)
-                with m.Else():
-                    m.d.sync += [
-                        as_a.eq(a_next), as_b.eq(as_b + sstride), as_c.eq(a_next >> 5),
-                        as_k0.eq(as_k0 + (q1 - q0) + 1), as_left.eq(as_left - 1),
-                    ]
+                m.d.sync += [out_mask.eq(g_mask), out_data.eq(new_data)]
+            with m.If(g_last & (as_left == 1)):
+                m.d.sync += as_active.eq(0)
             with m.Else():
-                m.d.sync += as_c.eq(as_c + 1)
+                m.d.sync += [as_a.eq(n_a), as_b.eq(n_b), as_c.eq(n_c), as_k0.eq(n_k0),
+                             as_left.eq(n_left)]
         with m.Elif(req_hs):
             m.d.sync += out_valid.eq(0)
         return m
+
+    @staticmethod
+    def _geometry(m: Module, src, lw: int, a, b, c, k0, left) -> dict:
+        """The column walker's view of DRAM column ``c`` of the row at DRAM byte ``a`` and SRAM
+        element ``b`` (``k0``: beat index of the row's first SRAM row, ``left``: rows left
+        including this one) of instruction ``src``, as combinational signals: ``bl``/``bh``
+        (beats of the row's first and last byte in the column), ``off`` (column start minus
+        the DRAM address of beat ``bl``'s lane 0), ``mask`` (the row's bytes in the column),
+        ``last`` (the row's last column) and ``final`` (no next pair merges into it)."""
+        acc = src.space == Space.ACC
+        ls = Mux(acc, 2, 0)
+        row_end = Signal(signed(_ABITS))       # one past the row's last DRAM byte
+        c1 = Signal(signed(_ABITS - 5))        # the row's last column
+        q0 = Signal(signed(_SBITS))            # the row's first SRAM row
+        col_base = Signal(signed(_ABITS))
+        x_lo = Signal(signed(_ABITS))          # the row's first and last byte in this column
+        x_hi = Signal(signed(_ABITS))
+        q_lo = Signal(signed(_SBITS))          # SRAM rows holding them
+        q_hi = Signal(signed(_SBITS))
+        lo_off = Signal(signed(_ABITS))        # the row's first byte within the column
+        hi_off = Signal(signed(_ABITS))        # one past its last byte
+        out = {"bl": Signal(signed(_IBITS + 2)), "bh": Signal(signed(_IBITS + 2)),
+               "off": Signal(signed(_ABITS)), "mask": Signal(_COL), "last": Signal(),
+               "final": Signal()}
+        m.d.comb += [
+            row_end.eq(a + Mux(acc, src.len << 2, src.len)),
+            c1.eq((row_end - 1) >> 5),
+            q0.eq(b >> lw),
+            col_base.eq(c << 5),
+            x_lo.eq(Mux(col_base > a, col_base, a)),
+            x_hi.eq(Mux(col_base + _COL < row_end, col_base + _COL, row_end) - 1),
+            q_lo.eq((b + ((x_lo - a) >> ls)) >> lw),
+            q_hi.eq((b + ((x_hi - a) >> ls)) >> lw),
+            lo_off.eq(a - col_base),
+            hi_off.eq(row_end - col_base),
+            out["bl"].eq(k0 + (q_lo - q0)),
+            out["bh"].eq(k0 + (q_hi - q0)),
+            out["off"].eq(col_base - (a + (((q_lo << lw) - b) << ls))),
+            out["mask"].eq(Cat(((x >= lo_off) & (x < hi_off)) for x in range(_COL))),
+            out["last"].eq(c == c1),
+            out["final"].eq(~(out["last"] & (left != 1) & (((a + src.dram_stride) >> 5) == c))),
+        ]
+        return out
