@@ -20,10 +20,10 @@ than a block-RAM read, a multiplier or two adder levels (the ECP5 FPGA flow: doc
 
 * t: bank read (``mem_addr``) and replica read of chunk ``gb_chunk + j % kc``;
 * t+1: the column word (``mem_data``) and the chunk are registered;
-* t+2: the 32 int8 × int8 products are registered;
-* t+3: sums of four products are registered (8 partial sums);
-* t+4: sums of four partial sums are registered (2); the output's accumulator is read when the
-  column starts an output and ``accumulate`` is set;
+* t+2: the 32 int8 × int8 products, summed in fours, are registered (8 partial sums);
+* t+3: sums of four partial sums are registered (2);
+* t+4: the dot product is registered; the output's accumulator is read when the column starts
+  an output and ``accumulate`` is set;
 * t+5 (= t + :data:`MAC_LATENCY`): the two halves are added to the running sum and, on the last
   column of an output, written to its slot; ``done`` pulses in this cycle for the instruction's
   last column.
@@ -212,14 +212,15 @@ class PimMac(wiring.Component):
         x2 = Signal.like(self.mem_data)
         w2 = Signal.like(gb_r.data)
         m.d.sync += [x2.eq(self.mem_data), w2.eq(gb_r.data)]
-        # t+2: the products (the multipliers' output registers).
-        p3 = [Signal(signed(16), name=f"p3_{x}") for x in range(cfg.col_bytes)]
-        m.d.sync += [p3[x].eq(x2[x].as_signed() * w2.word_select(x, 8).as_signed())
-                     for x in range(cfg.col_bytes)]
-        # t+3, t+4: the adder tree, two levels per stage.
-        q4 = _sums4(m, p3, "q4")
-        r5 = _sums4(m, q4, "r5")
-        dot = sum(r5)
+        # t+2: the products (multipliers fed by registers) summed in fours. (Registering the
+        # products themselves, the multipliers' output registers, makes YoWASP's ABC9 fail.)
+        products = [x2[x].as_signed() * w2.word_select(x, 8).as_signed()
+                    for x in range(cfg.col_bytes)]
+        q3 = _sums4(m, products, "q3")
+        # t+3: the sums of four of those; t+4: the dot product.
+        r4 = _sums4(m, q3, "r4")
+        dot = Signal(signed(32))
+        m.d.sync += dot.eq(sum(r4))
 
         # t+4: read the accumulator of the output the column at t+5 starts.
         m.d.comb += [sl_r.addr.eq(Mux(self.slot_rd_en, self.slot_rd_addr, c[MAC_LATENCY - 1].o)),
