@@ -172,6 +172,30 @@ class DmaLoad(wiring.Component):
         bw_base = Signal(signed(_ABITS))       # DRAM address of the current beat's lane 0
         bw_j0 = Signal(_IBITS)                 # request index of the row's first column
         bw_left = Signal(16)
+        # Values of the current row and beat the walker keeps in registers, computed when it
+        # moves to a row or beat rather than in the cycle the beat is decided (FPGA timing;
+        # the cycles are the same): the row's first and last SRAM row, the lanes of its first
+        # and last element, its last column, and request index minus first column (j0c).
+        bw_qf = Signal(signed(_SBITS))
+        bw_qe = Signal(signed(_SBITS))
+        bw_l0 = Signal(lw)
+        bw_lend = Signal(lw)
+        bw_c1 = Signal(signed(_ABITS - 5))
+        bw_j0c = Signal(signed(_IBITS + 2))
+        bw_row = (bw_qf, bw_qe, bw_l0, bw_lend, bw_c1, bw_j0c)
+        bw_hicol = Signal(signed(_ABITS - 5))  # the beat's last column (if not the row's last)
+
+        def beat_row(a, b, c1, j0, length):
+            """The ``bw_row`` values of a row at DRAM byte ``a``, SRAM element ``b``, last
+            column ``c1``, first request index ``j0``, ``length`` elements."""
+            end = b + length - 1
+            return b >> lw, end >> lw, b[:lw], end[:lw], c1, j0 - (a >> 5)
+
+        def beat_hicol(base, nbytes, tag):
+            """Last DRAM column of a beat whose lane 0 is at ``base`` and spans ``nbytes``."""
+            hc = Signal(signed(_ABITS - 5), name=f"{tag}_hicol")
+            m.d.comb += hc.eq((base + nbytes - 1) >> 5)
+            return hc
         nloads = Signal(_IBITS)                # columns moved into the window so far
         inflight = Signal(range(D + 1))
         fin = Signal()                         # the last beat's SRAM write is this cycle
@@ -181,22 +205,25 @@ class DmaLoad(wiring.Component):
         # blocks, which it only runs when an input changes.
         def launch(src, base, tag):
             """Start both walkers on row 0 of ``src`` with DRAM base ``base``."""
-            _, s_ls, _, _, s_span = geometry(src)
+            s_acc, s_ls, _, _, s_span = geometry(src)
             a = Signal(signed(_ABITS), name=f"launch_{tag}_a")
             b = Signal(signed(_SBITS), name=f"launch_{tag}_b")
             c1 = Signal(signed(_ABITS - 5), name=f"launch_{tag}_c1")
             base_q = Signal(signed(_ABITS), name=f"launch_{tag}_base")
             m.d.comb += [a.eq(base), b.eq(src.sram_addr), c1.eq((a + s_span - 1) >> 5),
                          base_q.eq(a - (b[:lw] << s_ls))]
-            return a, b, c1, base_q, src.rows
+            row = beat_row(a, b, c1, 0, src.len)
+            hicol = beat_hicol(base_q, Mux(s_acc, B_acc, W), f"launch_{tag}")
+            return a, b, c1, base_q, src.rows, row, hicol
 
         def start(values):
-            a, b, c1, base_q, rows = values
+            a, b, c1, base_q, rows, row, hicol = values
             m.d.sync += [
                 rw_active.eq(1), rw_a.eq(a), rw_col.eq(a >> 5), rw_c1.eq(c1),
                 rw_left.eq(rows), rw_last_valid.eq(0),
                 bw_active.eq(1), bw_a.eq(a), bw_b.eq(b), bw_q.eq(b >> lw), bw_base.eq(base_q),
-                bw_j0.eq(0), bw_left.eq(rows), nloads.eq(0),
+                bw_j0.eq(0), bw_left.eq(rows), nloads.eq(0), bw_hicol.eq(hicol),
+                *[reg.eq(val) for reg, val in zip(bw_row, row, strict=True)],
             ]
 
         def empty(src):
@@ -290,29 +317,24 @@ class DmaLoad(wiring.Component):
 
         # ---------------------------------------------------------------------------------
         # Beat walker: one (row, SRAM row) pair per cycle once its columns are in the window.
-        c0 = Signal(signed(_ABITS - 5))        # the row's first and last column
-        c1 = Signal(signed(_ABITS - 5))
-        bw_end = Signal(signed(_SBITS))        # SRAM element address of the row's last element
+        c0 = Signal(signed(_ABITS - 5))        # the row's first column
         first = Signal()                       # the beat is the row's first / last
         last = Signal()
-        p_lo = Signal(signed(_ABITS))          # the beat's first DRAM byte, one past its last
-        p_hi = Signal(signed(_ABITS))
         m.d.comb += [
             c0.eq(bw_a >> 5),
-            c1.eq((bw_a + span - 1) >> 5),
-            bw_end.eq(bw_b + ins.len - 1),
-            first.eq(bw_q == (bw_b >> lw)),
-            last.eq(bw_q == (bw_end >> lw)),
-            p_lo.eq(Mux(first, bw_a, bw_base)),
-            p_hi.eq(Mux(last, bw_a + ns, bw_base + B)),
+            first.eq(bw_q == bw_qf),
+            last.eq(bw_q == bw_qe),
         ]
-        l0 = bw_b[:lw]
-        lend = bw_end[:lw]
-        jl = Signal(signed(_IBITS + 2))        # requests (window columns) the beat needs
+        l0 = bw_l0
+        lend = bw_lend
+        # Requests (window columns) the beat needs: from the column of its first byte (the
+        # row's first column in its first beat) to that of its last (the row's last column in
+        # its last beat); a broadcast row needs the columns of its one element.
+        jl = Signal(signed(_IBITS + 2))
         jh = Signal(signed(_IBITS + 2))
         m.d.comb += [
-            jl.eq(bw_j0 + Mux(bcast, 0, (p_lo >> 5) - c0)),
-            jh.eq(bw_j0 + Mux(bcast, c1, (p_hi - 1) >> 5) - c0),
+            jl.eq(Mux(bcast | first, bw_j0, bw_j0c + (bw_base >> 5))),
+            jh.eq(bw_j0c + Mux(bcast | last, bw_c1, bw_hicol)),
         ]
 
         # The window: win[K-1] is the newest column (request nloads-1), win[0] the oldest.
@@ -346,7 +368,14 @@ class DmaLoad(wiring.Component):
 
         a_n = Signal(signed(_ABITS))           # the next row's DRAM and SRAM addresses
         b_n = Signal(signed(_SBITS))
-        m.d.comb += [a_n.eq(bw_a + dstride), b_n.eq(bw_b + sstride)]
+        base_n = Signal(signed(_ABITS))        # lane 0 of the next beat
+        j0_n = Signal(_IBITS)                  # the next row's first request index
+        m.d.comb += [a_n.eq(bw_a + dstride), b_n.eq(bw_b + sstride),
+                     j0_n.eq(bw_j0 + (bw_c1 - c0) + ((a_n >> 5) != bw_c1))]
+        with m.If(last):
+            m.d.comb += base_n.eq(a_n - (b_n[:lw] << ls))
+        with m.Else():
+            m.d.comb += base_n.eq(bw_base + B)
         s1_valid = Signal()
         s1_acc = Signal()
         s1_addr = Signal(_SBITS)
@@ -355,19 +384,22 @@ class DmaLoad(wiring.Component):
         m.d.sync += [s1_valid.eq(emit), fin.eq(0)]
         with m.If(emit):
             m.d.sync += [s1_acc.eq(acc), s1_addr.eq(bw_q), s1_en.eq(lanes),
-                         s1_data.eq(beat)]
+                         s1_data.eq(beat), bw_base.eq(base_n),
+                         bw_hicol.eq(beat_hicol(base_n, B, "next"))]
             with m.If(last):
                 with m.If(bw_left == 1):
                     m.d.sync += [bw_active.eq(0), fin.eq(1)]
                 with m.Else():
+                    c1_n = Signal(signed(_ABITS - 5))
+                    m.d.comb += c1_n.eq((a_n + span - 1) >> 5)
                     m.d.sync += [
-                        bw_a.eq(a_n), bw_b.eq(b_n), bw_q.eq(b_n >> lw),
-                        bw_base.eq(a_n - (b_n[:lw] << ls)),
-                        bw_j0.eq(bw_j0 + (c1 - c0) + ((a_n >> 5) != c1)),
+                        bw_a.eq(a_n), bw_b.eq(b_n), bw_q.eq(b_n >> lw), bw_j0.eq(j0_n),
                         bw_left.eq(bw_left - 1),
+                        *[reg.eq(val) for reg, val in zip(
+                            bw_row, beat_row(a_n, b_n, c1_n, j0_n, ins.len), strict=True)],
                     ]
             with m.Else():
-                m.d.sync += [bw_q.eq(bw_q + 1), bw_base.eq(bw_base + B)]
+                m.d.sync += bw_q.eq(bw_q + 1)
 
         m.d.comb += [
             self.sp_wr.addr.eq(s1_addr),
