@@ -26,6 +26,7 @@ from .isa import (
     VecInstr,
 )
 from .ports import acc_read_signature, dram_port_signature
+from .registered_fifo import RegisteredFIFO
 from .regs import COUNTERS, Status
 
 __all__ = ["FETCH_DEPTH", "UNITS", "Controller", "counter_width"]
@@ -61,7 +62,8 @@ class Controller(wiring.Component):
 
     **Fetch.** From START, column read requests for PROG_BASE, PROG_BASE + 32, … go out on
     ``fetch`` while fewer than :data:`FETCH_DEPTH` words are requested or buffered. Read data
-    enter a FIFO (``rsp.ready`` is always high: the credit keeps room). Fetching stops at the
+    enter a FIFO (:class:`~.registered_fifo.RegisteredFIFO`, ``SyncFIFO``'s cycles with a
+    registered head; ``rsp.ready`` is always high: the credit keeps room). Fetching stops at the
     end of DRAM, after a word whose opcode is HALT has arrived, and when the run stops;
     responses still in flight when a run ends are dropped.
 
@@ -209,8 +211,10 @@ class Controller(wiring.Component):
         ]
         m.d.sync += req_hold.eq(req.valid & ~req.ready)
 
+        # The checker's first stage decodes and multiplies the head word in one cycle, so the
+        # head comes from a register rather than a LUT RAM read (same cycles as SyncFIFO).
         m.submodules.fetch_fifo = ffifo = ResetInserter(start)(
-            fifo.SyncFIFO(width=INSTR_BITS, depth=FETCH_DEPTH))
+            RegisteredFIFO(width=INSTR_BITS, depth=FETCH_DEPTH))
         keep = rsp.valid & (discard == 0)
         m.d.comb += [ffifo.w_en.eq(keep), ffifo.w_data.eq(rsp.payload.as_value())]
         rsp_hdr = Header(rsp.payload.as_value()[:11])
