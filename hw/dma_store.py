@@ -101,6 +101,7 @@ class DmaStore(wiring.Component):
         acc = Signal()
         K = Signal(range(max(K_sp, K_acc) + 1))
         m.d.comb += [acc.eq(ins.space == Space.ACC), K.eq(Mux(acc, K_acc, K_sp))]
+        dstride = ins.dram_stride
         sstride = ins.sram_stride
 
         # Read walker state.
@@ -111,8 +112,11 @@ class DmaStore(wiring.Component):
         nreads = Signal(_IBITS)
         # Column walker state.
         as_active = Signal()
+        as_a = Signal(signed(_ABITS))          # DRAM byte address of the current row
+        as_b = Signal(signed(_SBITS))          # SRAM element address of the current row
         as_c = Signal(signed(_ABITS - 5))      # current column
-        as_left = Signal(16)                   # rows left, the current one included
+        as_k0 = Signal(_IBITS)                 # beat index of the row's first SRAM row
+        as_left = Signal(16)
         # The request register.
         out_valid = Signal()
         out_final = Signal()
@@ -149,7 +153,8 @@ class DmaStore(wiring.Component):
                     m.d.sync += [
                         rd_active.eq(1), rd_b.eq(b), rd_q.eq(b >> lw),
                         rd_left.eq(cmd.rows), nreads.eq(0),
-                        as_active.eq(1),
+                        as_active.eq(1), as_a.eq(a), as_b.eq(b), as_c.eq(a >> 5),
+                        as_k0.eq(0), as_left.eq(cmd.rows),
                     ]
                     m.next = "RUN"
             # Once the last pair has been formed, its request is the instruction's last.
@@ -160,117 +165,43 @@ class DmaStore(wiring.Component):
                      self.o_busy.eq(~idle)]
 
         # ---------------------------------------------------------------------------------
-        # Column walker. The geometry of the current (row, column) pair is held in registers
-        # (g_*): the beats its first and last byte come from, where the column starts in the
-        # window, its byte mask, whether it is the row's last column and whether a merge
-        # follows. They are computed in the cycle the walker moves to the pair, from registers
-        # that hold what the next pair needs — the current row's last column and SRAM row, the
-        # next row's addresses, and for the current column U = b + ((col·32 − a) >> ls) and
-        # V = b + ((col·32 + 31 − a) >> ls), which grow by 32 >> ls per column — so each step
-        # is a few additions, not the whole geometry (FPGA timing, docs/fpga.md). For a row at
-        # DRAM byte a and SRAM element b (ls = 2 for ACC, else 0):
-        #   first column c0 = a >> 5, last c1 = (a + len·4^ls − 1) >> 5;
-        #   beats bl = k0 + q_lo − q0, bh = k0 + q_hi − q0 with q0 = b >> lw, q_lo = q0 in the
-        #   first column and U >> lw after it, q_hi = q1 = (b + len − 1) >> lw in the last
-        #   column and V >> lw before it;
-        #   window offset of the column in beat bl: (b mod W)·4^ls − (a mod 32) in the first
-        #   column, ((−a) mod 4^ls) + (U mod W)·4^ls after it.
+        # Column walker: the geometry of the current (row, column) pair — which beats the
+        # column needs, where its bytes sit in the window, its byte mask — is held in registers,
+        # computed in the cycle the walker moves to the pair (from the instruction in IDLE, from
+        # the next pair when a pair is formed). The request path then starts at registers instead
+        # of running the whole geometry, the byte window and the merge in one cycle (FPGA
+        # timing, docs/fpga.md); the cycles are the same.
         src = Signal(DmaInstr)                 # the instruction the next pair belongs to
         m.d.comb += src.eq(Mux(idle, cmd.as_value(), ins.as_value()))
-        s_acc = src.space == Space.ACC
-        s_ls = Mux(s_acc, 2, 0)
         g_bl = Signal(signed(_IBITS + 2))      # beat indices of the pair's first and last byte
         g_bh = Signal(signed(_IBITS + 2))
-        g_off = Signal(signed(9))              # column start − DRAM address of beat g_bl's lane 0
+        g_off = Signal(signed(_ABITS))         # column start − DRAM address of beat g_bl's lane 0
         g_mask = Signal(_COL)                  # the row's bytes in the column
         g_last = Signal()                      # the row's last column
         g_final = Signal()                     # the request is complete (no merge follows)
-        # The current row.
-        r_c1 = Signal(signed(_ABITS - 5))      # last column
-        r_q1 = Signal(signed(_SBITS))          # last SRAM row
-        r_k0q = Signal(signed(_IBITS + 2))     # k0 − q0: beat index minus SRAM row
-        r_alo = Signal(5)                      # a mod 32
-        r_elo = Signal(5)                      # (row end − 1) mod 32
-        # The next row.
-        r_an = Signal(signed(_ABITS))          # a + dstride
-        r_bn = Signal(signed(_SBITS))          # b + sstride
-        r_en = Signal(signed(_ABITS))          # its last byte: a + dstride + bytes − 1
-        r_ln = Signal(signed(_SBITS))          # its last element: b + sstride + len − 1
-        r_k0n = Signal(signed(_IBITS + 2))     # its first beat index
-        # The current column.
-        r_u = Signal(signed(_SBITS))
-        r_v = Signal(signed(_SBITS))
-
-        # Entering a row (the first at the start, the next one after a row's last column).
-        e_a = Signal(signed(_ABITS))
-        e_b = Signal(signed(_SBITS))
-        e_e = Signal(signed(_ABITS))           # the row's last byte
-        e_l = Signal(signed(_SBITS))           # its last element
-        e_k0 = Signal(signed(_IBITS + 2))
-        e_left = Signal(16)
+        a_next = Signal(signed(_ABITS))
+        q0 = Signal(signed(_SBITS))
+        q1 = Signal(signed(_SBITS))
+        m.d.comb += [
+            a_next.eq(as_a + dstride),
+            q0.eq(as_b >> lw),
+            q1.eq((as_b + ins.len - 1) >> lw),
+        ]
+        # The pair the walker moves to.
+        n_a = Signal(signed(_ABITS))
+        n_b = Signal(signed(_SBITS))
+        n_c = Signal(signed(_ABITS - 5))
+        n_k0 = Signal(_IBITS)
+        n_left = Signal(16)
         with m.If(idle):
-            m.d.comb += [e_a.eq(a), e_b.eq(b),
-                         e_e.eq(a + Mux(s_acc, src.len << 2, src.len) - 1),
-                         e_l.eq(b + src.len - 1), e_k0.eq(0), e_left.eq(cmd.rows)]
+            m.d.comb += [n_a.eq(a), n_b.eq(b), n_c.eq(a >> 5), n_k0.eq(0), n_left.eq(cmd.rows)]
+        with m.Elif(g_last):
+            m.d.comb += [n_a.eq(a_next), n_b.eq(as_b + sstride), n_c.eq(a_next >> 5),
+                         n_k0.eq(as_k0 + (q1 - q0) + 1), n_left.eq(as_left - 1)]
         with m.Else():
-            m.d.comb += [e_a.eq(r_an), e_b.eq(r_bn), e_e.eq(r_en), e_l.eq(r_ln),
-                         e_k0.eq(r_k0n), e_left.eq(as_left - 1)]
-        e_c0 = Signal(signed(_ABITS - 5))
-        e_c1 = Signal(signed(_ABITS - 5))
-        e_q0 = Signal(signed(_SBITS))
-        e_q1 = Signal(signed(_SBITS))
-        e_k0q = Signal(signed(_IBITS + 2))
-        e_an = Signal(signed(_ABITS))
-        e_u = Signal(signed(_SBITS))
-        e_v = Signal(signed(_SBITS))
-        e_last = Signal()
-        m.d.comb += [
-            e_c0.eq(e_a >> 5), e_c1.eq(e_e >> 5), e_q0.eq(e_b >> lw), e_q1.eq(e_l >> lw),
-            e_k0q.eq(e_k0 - e_q0), e_an.eq(e_a + src.dram_stride),
-            e_u.eq(e_b + (-e_a[:5] >> s_ls)),
-            e_v.eq(e_b + ((31 - e_a[:5]) >> s_ls)),
-            e_last.eq(e_c0 == e_c1),
-        ]
-        # Moving to the next column of the current row.
-        c_c = Signal(signed(_ABITS - 5))
-        c_u = Signal(signed(_SBITS))
-        c_v = Signal(signed(_SBITS))
-        c_last = Signal()
-        m.d.comb += [
-            c_c.eq(as_c + 1),
-            c_u.eq(r_u + Mux(acc, 8, 32)), c_v.eq(r_v + Mux(acc, 8, 32)),
-            c_last.eq(c_c == r_c1),
-        ]
-        form = Signal()                        # the current pair is formed this cycle
-        enter = Signal()                       # the walker moves to a new row
-        m.d.comb += enter.eq(idle | g_last)
-        lanes = Const((1 << _COL) - 1, _COL)
-        with m.If(idle | form):
-            with m.If(enter):
-                m.d.sync += [
-                    as_c.eq(e_c0), as_left.eq(e_left),
-                    r_c1.eq(e_c1), r_q1.eq(e_q1), r_k0q.eq(e_k0q), r_alo.eq(e_a[:5]),
-                    r_elo.eq(e_e[:5]), r_an.eq(e_an), r_bn.eq(e_b + src.sram_stride),
-                    r_en.eq(e_e + src.dram_stride), r_ln.eq(e_l + src.sram_stride),
-                    r_k0n.eq(e_k0 + (e_q1 - e_q0) + 1), r_u.eq(e_u), r_v.eq(e_v),
-                    g_bl.eq(e_k0),
-                    g_bh.eq(e_k0q + Mux(e_last, e_q1, e_v >> lw)),
-                    g_off.eq((e_b[:lw] << s_ls) - e_a[:5]),
-                    g_mask.eq((lanes << e_a[:5])[:_COL] & Mux(e_last, lanes >> ~e_e[:5],
-                                                               lanes)),
-                    g_last.eq(e_last),
-                    g_final.eq(~(e_last & (e_left != 1) & ((e_an >> 5) == e_c0))),
-                ]
-            with m.Else():
-                m.d.sync += [
-                    as_c.eq(c_c), r_u.eq(c_u), r_v.eq(c_v),
-                    g_bl.eq(r_k0q + (c_u >> lw)),
-                    g_bh.eq(r_k0q + Mux(c_last, r_q1, c_v >> lw)),
-                    g_off.eq(Mux(acc, (-r_alo)[:2], 0) + (c_u[:lw] << Mux(acc, 2, 0))),
-                    g_mask.eq(Mux(c_last, lanes >> ~r_elo, lanes)),
-                    g_last.eq(c_last),
-                    g_final.eq(~(c_last & (as_left != 1) & ((r_an >> 5) == c_c))),
-                ]
+            m.d.comb += [n_a.eq(as_a), n_b.eq(as_b), n_c.eq(as_c + 1), n_k0.eq(as_k0),
+                         n_left.eq(as_left)]
+        geom = self._geometry(m, src, lw, n_a, n_b, n_c, n_k0, n_left)
 
         # Read walker.
         rd_q1 = (rd_b + ins.len - 1) >> lw
@@ -312,10 +243,15 @@ class DmaStore(wiring.Component):
         m.d.comb += new_data.eq(Mux(acc, cut_acc, cut_sp))
 
         merge = Signal()
+        form = Signal()
         m.d.comb += [
             merge.eq(out_valid & ~out_final),
             form.eq(as_active & (g_bh < nreads) & (~out_valid | ~out_final | req_hs)),
         ]
+        with m.If(idle | form):
+            m.d.sync += [g_bl.eq(geom["bl"]), g_bh.eq(geom["bh"]), g_off.eq(geom["off"]),
+                         g_mask.eq(geom["mask"]), g_last.eq(geom["last"]),
+                         g_final.eq(geom["final"])]
         with m.If(form):
             m.d.sync += [out_valid.eq(1), out_final.eq(g_final), out_col.eq(as_c)]
             with m.If(merge):
@@ -327,6 +263,52 @@ class DmaStore(wiring.Component):
                 m.d.sync += [out_mask.eq(g_mask), out_data.eq(new_data)]
             with m.If(g_last & (as_left == 1)):
                 m.d.sync += as_active.eq(0)
+            with m.Else():
+                m.d.sync += [as_a.eq(n_a), as_b.eq(n_b), as_c.eq(n_c), as_k0.eq(n_k0),
+                             as_left.eq(n_left)]
         with m.Elif(req_hs):
             m.d.sync += out_valid.eq(0)
         return m
+
+    @staticmethod
+    def _geometry(m: Module, src, lw: int, a, b, c, k0, left) -> dict:
+        """The column walker's view of DRAM column ``c`` of the row at DRAM byte ``a`` and SRAM
+        element ``b`` (``k0``: beat index of the row's first SRAM row, ``left``: rows left
+        including this one) of instruction ``src``, as combinational signals: ``bl``/``bh``
+        (beats of the row's first and last byte in the column), ``off`` (column start minus
+        the DRAM address of beat ``bl``'s lane 0), ``mask`` (the row's bytes in the column),
+        ``last`` (the row's last column) and ``final`` (no next pair merges into it)."""
+        acc = src.space == Space.ACC
+        ls = Mux(acc, 2, 0)
+        row_end = Signal(signed(_ABITS))       # one past the row's last DRAM byte
+        c1 = Signal(signed(_ABITS - 5))        # the row's last column
+        q0 = Signal(signed(_SBITS))            # the row's first SRAM row
+        col_base = Signal(signed(_ABITS))
+        x_lo = Signal(signed(_ABITS))          # the row's first and last byte in this column
+        x_hi = Signal(signed(_ABITS))
+        q_lo = Signal(signed(_SBITS))          # SRAM rows holding them
+        q_hi = Signal(signed(_SBITS))
+        lo_off = Signal(signed(_ABITS))        # the row's first byte within the column
+        hi_off = Signal(signed(_ABITS))        # one past its last byte
+        out = {"bl": Signal(signed(_IBITS + 2)), "bh": Signal(signed(_IBITS + 2)),
+               "off": Signal(signed(_ABITS)), "mask": Signal(_COL), "last": Signal(),
+               "final": Signal()}
+        m.d.comb += [
+            row_end.eq(a + Mux(acc, src.len << 2, src.len)),
+            c1.eq((row_end - 1) >> 5),
+            q0.eq(b >> lw),
+            col_base.eq(c << 5),
+            x_lo.eq(Mux(col_base > a, col_base, a)),
+            x_hi.eq(Mux(col_base + _COL < row_end, col_base + _COL, row_end) - 1),
+            q_lo.eq((b + ((x_lo - a) >> ls)) >> lw),
+            q_hi.eq((b + ((x_hi - a) >> ls)) >> lw),
+            lo_off.eq(a - col_base),
+            hi_off.eq(row_end - col_base),
+            out["bl"].eq(k0 + (q_lo - q0)),
+            out["bh"].eq(k0 + (q_hi - q0)),
+            out["off"].eq(col_base - (a + (((q_lo << lw) - b) << ls))),
+            out["mask"].eq(Cat(((x >= lo_off) & (x < hi_off)) for x in range(_COL))),
+            out["last"].eq(c == c1),
+            out["final"].eq(~(out["last"] & (left != 1) & (((a + src.dram_stride) >> 5) == c))),
+        ]
+        return out
