@@ -16,7 +16,7 @@ delay line would need a fixed lag between banks, which refresh, row hits and ban
 do not give.
 
 Datapath, for a column issued in cycle t (``col_go``), pipelined so that no stage holds more
-than a block-RAM read, a multiplier or two adder levels (the ECP5 FPGA flow: docs/fpga.md):
+than a block-RAM read or a multiplier and two adder levels (the ECP5 FPGA flow: docs/fpga.md):
 
 * t: bank read (``mem_addr``) and replica read of chunk ``gb_chunk + j % kc``;
 * t+1: the column word (``mem_data``) and the chunk are registered;
@@ -24,9 +24,9 @@ than a block-RAM read, a multiplier or two adder levels (the ECP5 FPGA flow: doc
 * t+3: sums of four partial sums are registered (2);
 * t+4: the dot product is registered; the output's accumulator is read when the column starts
   an output and ``accumulate`` is set;
-* t+5 (= t + :data:`MAC_LATENCY`): the two halves are added to the running sum and, on the last
-  column of an output, written to its slot; ``done`` pulses in this cycle for the instruction's
-  last column.
+* t+5 (= t + :data:`MAC_LATENCY`): the dot product is added to the running sum and, on the
+  last column of an output, written to its slot; ``done`` pulses in this cycle for the
+  instruction's last column.
 
 The accumulator read port is transparent to the write port, so an instruction that accumulates
 into the slot the previous one just wrote sees the new value even back to back.
@@ -198,7 +198,9 @@ class PimMac(wiring.Component):
                 m.d.sync += [jk.eq(jk + 1), g.eq(g + 1)]
         m.d.comb += [gb_r.addr.eq(g), gb_r.en.eq(self.col_go)]
 
-        # The control of a column travels down the pipeline beside its data.
+        # The control of a column travels down the pipeline beside its data: c[i] goes with
+        # the data registered in t+i, and the data stages below (x2/w2, q3, r4, dot) are
+        # MAC_LATENCY − 1 registers deep, so c[MAC_LATENCY] meets the dot product.
         ctrl = data.StructLayout({"valid": 1, "first": 1, "last": 1, "fin": 1, "acc": 1,
                                   "o": len(o)})
         c = [None] + [Signal(ctrl, name=f"c{i}") for i in range(1, MAC_LATENCY + 1)]

@@ -21,8 +21,8 @@ class RegisteredFIFO(wiring.Component):
     cycle; that chain was the controller's critical path. ``SyncFIFOBuffered`` registers the
     head too, but a word written to it empty becomes readable a cycle later than in
     ``SyncFIFO``, which would change every cycle count the golden model predicts. This FIFO
-    keeps ``SyncFIFO``'s timing exactly (tests/hw/test_fifo.py compares the two cycle by cycle,
-    resets included).
+    keeps ``SyncFIFO``'s timing exactly (tests/hw/test_registered_fifo.py compares the two cycle
+    by cycle, resets included).
 
     The head entry lives in a register (``head_data``, ``head_valid``); the other
     ``depth − 1`` entries live in a memory behind it. A word written while that memory is empty
