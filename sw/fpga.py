@@ -293,9 +293,22 @@ def _run_logged(args: list[str], log: Path, what: str, say: Callable[[str], None
         if reason:
             return reason
     if rc != 0 and not allow_fail:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise LlmaccelError(f"{what} failed (exit {rc}); log: {log}\n{tail}")
+        lines = log.read_text(errors="replace").splitlines()
+        tail = "\n".join(lines[-15:])
+        raise LlmaccelError(f"{what} failed (exit {rc}); log: {log}\n{tail}{_abc_hint(lines)}")
     return rc
+
+
+def _abc_hint(lines: list[str]) -> str:
+    """An explanation when a log ends in ABC with no message: YoWASP Yosys 0.70 exits there on
+    some netlists (docs/fpga.md, "YoWASP Yosys 0.70 and ABC9")."""
+    last = next((ln for ln in reversed(lines) if ln.strip()), "")
+    if not last.startswith("Running ABC command"):
+        return ""
+    return ("\nYosys stopped inside ABC without a message. YoWASP Yosys 0.70 does this on some "
+            "netlists (not a timing or resource problem); see docs/fpga.md, 'YoWASP Yosys 0.70 "
+            "and ABC9': changing the netlist's shape around the latest RTL change is the only "
+            "workaround found.")
 
 
 def _last_step(log: Path) -> str:

@@ -5,6 +5,7 @@ the fpga preset holds the tiny GPT."""
 
 import importlib.util
 import json
+import sys
 
 import pytest
 from amaranth import Module
@@ -12,6 +13,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from llmaccel.hw.config import preset
+from llmaccel.hw.errors import LlmaccelError
 from llmaccel.sw import fpga
 from llmaccel.sw.cli import main
 
@@ -187,3 +189,19 @@ def test_fpga_preset_holds_the_tiny_gpt_with_one_weight_copy():
     sys_ = CompiledGPT(q, big, prefill_mode="systolic")
     tiles = sum(r.nbytes for n, r in sys_.layout.regions.items() if n.startswith("tiles."))
     assert tiles > 150_000
+
+
+def test_a_silent_exit_in_abc_is_explained(tmp_path):
+    """YoWASP Yosys 0.70 can exit in ABC9 with no message; the error says what that means."""
+    script = tmp_path / "tool.py"
+    script.write_text("print('11.19.14.5. Executing ABC9.')\n"
+                      "print('Running ABC command: \"/yosys-abc\" -s -f x 2>&1')\n"
+                      "raise SystemExit(1)\n")
+    with pytest.raises(LlmaccelError, match="inside ABC without a message"):
+        fpga._run_logged([sys.executable, str(script)], tmp_path / "log", "yosys",
+                         lambda _m: None, cwd=tmp_path, poll=0.1)
+    script.write_text("print('ERROR: something else')\nraise SystemExit(1)\n")
+    with pytest.raises(LlmaccelError) as err:
+        fpga._run_logged([sys.executable, str(script)], tmp_path / "log", "yosys",
+                         lambda _m: None, cwd=tmp_path, poll=0.1)
+    assert "ABC" not in str(err.value)
