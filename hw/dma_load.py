@@ -372,10 +372,10 @@ class DmaLoad(wiring.Component):
         j0_n = Signal(_IBITS)                  # the next row's first request index
         m.d.comb += [a_n.eq(bw_a + dstride), b_n.eq(bw_b + sstride),
                      j0_n.eq(bw_j0 + (bw_c1 - c0) + ((a_n >> 5) != bw_c1))]
-        with m.If(last):
-            m.d.comb += base_n.eq(a_n - (b_n[:lw] << ls))
-        with m.Else():
-            m.d.comb += base_n.eq(bw_base + B)
+        c1_n = Signal(signed(_ABITS - 5))      # the next row's last column
+        m.d.comb += [base_n.eq(Mux(last, a_n - (b_n[:lw] << ls), bw_base + B)),
+                     c1_n.eq((a_n + span - 1) >> 5)]
+        hicol_n = beat_hicol(base_n, B, "next")
         s1_valid = Signal()
         s1_acc = Signal()
         s1_addr = Signal(_SBITS)
@@ -385,13 +385,11 @@ class DmaLoad(wiring.Component):
         with m.If(emit):
             m.d.sync += [s1_acc.eq(acc), s1_addr.eq(bw_q), s1_en.eq(lanes),
                          s1_data.eq(beat), bw_base.eq(base_n),
-                         bw_hicol.eq(beat_hicol(base_n, B, "next"))]
+                         bw_hicol.eq(hicol_n)]
             with m.If(last):
                 with m.If(bw_left == 1):
                     m.d.sync += [bw_active.eq(0), fin.eq(1)]
                 with m.Else():
-                    c1_n = Signal(signed(_ABITS - 5))
-                    m.d.comb += c1_n.eq((a_n + span - 1) >> 5)
                     m.d.sync += [
                         bw_a.eq(a_n), bw_b.eq(b_n), bw_q.eq(b_n >> lw), bw_j0.eq(j0_n),
                         bw_left.eq(bw_left - 1),

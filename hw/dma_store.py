@@ -153,8 +153,7 @@ class DmaStore(wiring.Component):
                     m.d.sync += [
                         rd_active.eq(1), rd_b.eq(b), rd_q.eq(b >> lw),
                         rd_left.eq(cmd.rows), nreads.eq(0),
-                        as_active.eq(1), as_a.eq(a), as_b.eq(b), as_c.eq(a >> 5),
-                        as_k0.eq(0), as_left.eq(cmd.rows),
+                        as_active.eq(1),
                     ]
                     m.next = "RUN"
             # Once the last pair has been formed, its request is the instruction's last.
@@ -193,14 +192,13 @@ class DmaStore(wiring.Component):
         n_c = Signal(signed(_ABITS - 5))
         n_k0 = Signal(_IBITS)
         n_left = Signal(16)
-        with m.If(idle):
-            m.d.comb += [n_a.eq(a), n_b.eq(b), n_c.eq(a >> 5), n_k0.eq(0), n_left.eq(cmd.rows)]
-        with m.Elif(g_last):
-            m.d.comb += [n_a.eq(a_next), n_b.eq(as_b + sstride), n_c.eq(a_next >> 5),
-                         n_k0.eq(as_k0 + (q1 - q0) + 1), n_left.eq(as_left - 1)]
-        with m.Else():
-            m.d.comb += [n_a.eq(as_a), n_b.eq(as_b), n_c.eq(as_c + 1), n_k0.eq(as_k0),
-                         n_left.eq(as_left)]
+        m.d.comb += [
+            n_a.eq(Mux(idle, a, Mux(g_last, a_next, as_a))),
+            n_b.eq(Mux(idle, b, Mux(g_last, as_b + sstride, as_b))),
+            n_c.eq(Mux(idle, a >> 5, Mux(g_last, a_next >> 5, as_c + 1))),
+            n_k0.eq(Mux(idle, 0, Mux(g_last, as_k0 + (q1 - q0) + 1, as_k0))),
+            n_left.eq(Mux(idle, cmd.rows, Mux(g_last, as_left - 1, as_left))),
+        ]
         geom = self._geometry(m, src, lw, n_a, n_b, n_c, n_k0, n_left)
 
         # Read walker.
@@ -248,10 +246,13 @@ class DmaStore(wiring.Component):
             merge.eq(out_valid & ~out_final),
             form.eq(as_active & (g_bh < nreads) & (~out_valid | ~out_final | req_hs)),
         ]
+        # The walker and its geometry move together: to the instruction's first pair while
+        # idle, to the next pair when a pair is formed.
         with m.If(idle | form):
             m.d.sync += [g_bl.eq(geom["bl"]), g_bh.eq(geom["bh"]), g_off.eq(geom["off"]),
                          g_mask.eq(geom["mask"]), g_last.eq(geom["last"]),
-                         g_final.eq(geom["final"])]
+                         g_final.eq(geom["final"]), as_a.eq(n_a), as_b.eq(n_b), as_c.eq(n_c),
+                         as_k0.eq(n_k0), as_left.eq(n_left)]
         with m.If(form):
             m.d.sync += [out_valid.eq(1), out_final.eq(g_final), out_col.eq(as_c)]
             with m.If(merge):
@@ -263,9 +264,6 @@ class DmaStore(wiring.Component):
                 m.d.sync += [out_mask.eq(g_mask), out_data.eq(new_data)]
             with m.If(g_last & (as_left == 1)):
                 m.d.sync += as_active.eq(0)
-            with m.Else():
-                m.d.sync += [as_a.eq(n_a), as_b.eq(n_b), as_c.eq(n_c), as_k0.eq(n_k0),
-                             as_left.eq(n_left)]
         with m.Elif(req_hs):
             m.d.sync += out_valid.eq(0)
         return m
