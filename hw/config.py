@@ -118,6 +118,12 @@ class AccelConfig:
         :class:`DramTiming`.
     sp_bytes, acc_elems:
         Scratchpad size in int8 elements and accumulator size in int32 elements.
+    sp_banks, acc_banks:
+        Banks of each SRAM (powers of two dividing its rows): bank ``b`` holds the contiguous rows
+        ``[b·R, (b+1)·R)``, ``R = rows / banks``. Each bank has two read ports and one write port
+        shared by the units through a crossbar, so two units must not read one bank, nor write
+        one bank, at the same time: the compiler orders such instructions with wait masks, the
+        golden model rejects programs that do not (docs/architecture.md, "SRAM banks").
     gbuf_bytes, pim_slots:
         PIM global buffer size (bytes) and per-bank accumulators.
     lut_tables:
@@ -139,6 +145,8 @@ class AccelConfig:
     timing: DramTiming = field(default_factory=DramTiming)
     sp_bytes: int = 256 * 1024
     acc_elems: int = 64 * 1024
+    sp_banks: int = 4
+    acc_banks: int = 4
     gbuf_bytes: int = 2048
     pim_slots: int = 64
     lut_tables: int = 8
@@ -161,6 +169,16 @@ class AccelConfig:
     @property
     def acc_rows(self) -> int:
         return self.acc_elems // self.row_width
+
+    @property
+    def sp_bank_rows(self) -> int:
+        """Rows per scratchpad bank."""
+        return self.sp_rows // self.sp_banks
+
+    @property
+    def acc_bank_rows(self) -> int:
+        """Rows per accumulator bank."""
+        return self.acc_rows // self.acc_banks
 
     @property
     def row_bytes(self) -> int:
@@ -224,8 +242,8 @@ class AccelConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first parameter that is out of range."""
         ints = ("array_rows", "array_cols", "vector_lanes", "dram_banks", "dram_bank_groups",
-                "bank_rows", "cols_per_row", "col_bytes", "sp_bytes", "acc_elems", "gbuf_bytes",
-                "pim_slots", "lut_tables", "queue_depth")
+                "bank_rows", "cols_per_row", "col_bytes", "sp_bytes", "acc_elems", "sp_banks",
+                "acc_banks", "gbuf_bytes", "pim_slots", "lut_tables", "queue_depth")
         for name in ints:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -261,6 +279,12 @@ class AccelConfig:
                 raise ConfigError(
                     f"{name} ({size}) does not fit the {SRAM_ADDR_BITS}-bit SRAM address field "
                     f"(at most {1 << SRAM_ADDR_BITS})")
+        for name, rows in (("sp_banks", self.sp_rows), ("acc_banks", self.acc_rows)):
+            banks = getattr(self, name)
+            if not _is_pow2(banks) or rows % banks:
+                raise ConfigError(
+                    f"{name} must be a power of two dividing the SRAM's {rows} rows, "
+                    f"not {banks!r}")
         if self.dram_bytes > 1 << DRAM_ADDR_BITS:
             raise ConfigError(
                 f"DRAM size {self.dram_bytes} does not fit the {DRAM_ADDR_BITS}-bit address field")

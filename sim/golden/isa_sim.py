@@ -10,7 +10,10 @@ With ``check_races=True`` the simulator also proves the program *race-free*: eve
 instructions on different units that touch the same SRAM element or DRAM byte (at least one
 writing) must be ordered by wait masks (directly or transitively). The RTL executes units in
 parallel, so a racy program may legitimately give different results there; the checker turns such
-compiler bugs into a clear error here instead (:class:`RaceError`).
+compiler bugs into a clear error here instead (:class:`RaceError`). The same holds for the SRAM
+banks' ports (``AccelConfig.sp_banks``/``acc_banks``, hw/sram.py): two instructions on different
+units that both read one bank, or both write one bank, must be ordered
+(:class:`BankConflictError`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from llmaccel.hw.isa import (
 
 from . import numerics as nx
 
-__all__ = ["GoldenMachine", "MachineError", "RaceError", "RunResult", "Stats"]
+__all__ = ["BankConflictError", "GoldenMachine", "MachineError", "RaceError", "RunResult",
+           "Stats"]
 
 UNITS = (Unit.LOAD, Unit.STORE, Unit.GEMM, Unit.PIM, Unit.VEC)
 _UNIT_INDEX = {u: i for i, u in enumerate(UNITS)}
@@ -54,6 +58,10 @@ class MachineError(Exception):
 
 class RaceError(AssertionError):
     """The program is not race-free (a missing wait between two units)."""
+
+
+class BankConflictError(RaceError):
+    """Two units may use one SRAM bank port at the same time (a missing wait between them)."""
 
 
 @dataclass
@@ -592,11 +600,18 @@ class _RaceChecker:
         self.last_w = {s: np.empty(sz, np.int32) for s, sz in self.sizes.items()}
         self.last_w_unit = {s: np.empty(sz, np.int8) for s, sz in self.sizes.items()}
         self.last_r = {s: np.empty((n, sz), np.int32) for s, sz in self.sizes.items()}
+        # Elements per SRAM bank, and per (space, port): the last instruction of each unit that
+        # used each bank's read or write port.
+        self.bank_elems = {"SP": cfg.sp_bank_rows * cfg.row_width,
+                           "ACC": cfg.acc_bank_rows * cfg.row_width}
+        banks = {"SP": cfg.sp_banks, "ACC": cfg.acc_banks}
+        self.last_bank = {(s, p): np.empty((n, banks[s]), np.int32)
+                          for s in banks for p in ("read", "write")}
         self.reset()
 
     def reset(self) -> None:
         """Forget all accesses: programs started by the host run one after another."""
-        for d in (self.last_w, self.last_w_unit, self.last_r):
+        for d in (self.last_w, self.last_w_unit, self.last_r, self.last_bank):
             for a in d.values():
                 a.fill(-1)
         self.last_of_unit = [-1] * len(UNITS)  # program index of the last instr per unit
@@ -651,6 +666,7 @@ class _RaceChecker:
                     raise RaceError(f"{ins.opcode.name} at pc {pc:#x} overwrites {space}"
                                     f"[{int(a[k])}] read by a {UNITS[v].name} instruction "
                                     f"(#{int(r[k])}) it does not wait for")
+        self._check_banks(ins, pc, ui, vc, idx, acc)
         for space, a in acc.reads:
             self.last_r[space][ui][np.asarray(a).ravel()] = idx
         for space, a in acc.writes:
@@ -658,3 +674,27 @@ class _RaceChecker:
             self.last_w[space][a] = idx
             self.last_w_unit[space][a] = ui
         self.last_of_unit[ui] = idx
+
+    def _check_banks(self, ins, pc, ui, vc, idx, acc) -> None:
+        """Two units must not use one bank's read port, nor its write port, at once."""
+        uses = []
+        for port, lst in (("read", acc.reads), ("write", acc.writes)):
+            for space, a in lst:
+                if space in self.bank_elems:
+                    a = np.asarray(a).ravel()
+                    if a.size:
+                        uses.append((space, port, np.unique(a // self.bank_elems[space])))
+        for space, port, banks in uses:
+            last = self.last_bank[(space, port)]
+            for v in range(len(UNITS)):
+                if v == ui:
+                    continue
+                bad = last[v][banks] > vc[v]
+                if bad.any():
+                    k = int(np.argmax(bad))
+                    raise BankConflictError(
+                        f"{ins.opcode.name} at pc {pc:#x} uses the {port} port of {space} bank "
+                        f"{int(banks[k])} that a {UNITS[v].name} instruction (#"
+                        f"{int(last[v][banks[k]])}) also uses, and does not wait for it")
+        for space, port, banks in uses:
+            self.last_bank[(space, port)][ui][banks] = idx

@@ -25,6 +25,7 @@ from llmaccel.sw.asm import instr, to_binary
 __all__ = ["Access", "CompileError", "ProgramBuilder", "Traffic"]
 
 UNITS = (Unit.LOAD, Unit.STORE, Unit.GEMM, Unit.PIM, Unit.VEC)
+_BANK_PORTS = (".read", ".write")
 _UIDX = {u: i for i, u in enumerate(UNITS)}
 
 
@@ -83,6 +84,13 @@ class ProgramBuilder:
         self._gran = {"SP": cfg.row_width, "ACC": cfg.row_width, "DRAM": cfg.col_bytes}
         sizes = {"SP": cfg.sp_rows, "ACC": cfg.acc_rows,
                  "DRAM": cfg.dram_bytes // cfg.col_bytes}
+        # SRAM bank ports as resources every use of which is exclusive (a "write"): two units
+        # must not read one bank, nor write one bank, at the same time (hw/sram.py).
+        self._bank_rows = {"SP": cfg.sp_bank_rows, "ACC": cfg.acc_bank_rows}
+        for mem, banks in (("SP", cfg.sp_banks), ("ACC", cfg.acc_banks)):
+            for port in _BANK_PORTS:
+                self._gran[mem + port] = 1
+                sizes[mem + port] = banks
         n = len(UNITS)
         self._last_w = {m: np.full(s, -1, np.int32) for m, s in sizes.items()}
         self._last_w_unit = {m: np.full(s, -1, np.int8) for m, s in sizes.items()}
@@ -107,11 +115,24 @@ class ProgramBuilder:
         g = self._gran[a.mem]
         return slice(a.lo // g, -(-a.hi // g))
 
+    def _bank_uses(self, accesses, port: str) -> tuple[Access, ...]:
+        """The SRAM banks ``accesses`` use, as exclusive uses of the bank's read or write
+        port."""
+        out = []
+        for a in accesses:
+            if a.mem in self._bank_rows and a.hi > a.lo:
+                rows = self._rows(a)
+                n = self._bank_rows[a.mem]
+                out.append(Access(a.mem + port, rows.start // n, (rows.stop - 1) // n + 1))
+        return tuple(out)
+
     def emit(self, opcode: Opcode, reads: tuple[Access, ...] = (), writes: tuple[Access, ...] = (),
              **fields) -> Instruction:
         """Append one instruction; its wait mask is computed from ``reads``/``writes``."""
         ins = instr(opcode, **fields)
         unit = ins.unit
+        writes = tuple(writes) + self._bank_uses(reads, ".read") + \
+            self._bank_uses(writes, ".write")
         n = len(UNITS)
         idx = len(self.instructions)
         vc = np.full(n, -1, np.int64)

@@ -6,7 +6,7 @@ import pytest
 from llmaccel.hw.config import preset
 from llmaccel.hw.isa import ErrorCode, Opcode, encode
 from llmaccel.sim.golden import numerics as nx
-from llmaccel.sim.golden.isa_sim import GoldenMachine, RaceError
+from llmaccel.sim.golden.isa_sim import BankConflictError, GoldenMachine, RaceError
 from llmaccel.sw.asm import assemble, to_binary
 
 CFG = preset("tiny")          # W = 4, 4 banks, 32 columns of 32 bytes per row
@@ -407,3 +407,34 @@ def test_gemm_overlapping_result_blocks_are_illegal():
     res = run(machine(), "gemm m=8 n=4 k=4 b_addr=512 c_stride=8\nhalt")
     assert res.error is ErrorCode.ILLEGAL_FIELD
     assert run(machine(), "gemm m=4 n=4 k=4 b_addr=512 c_stride=8\nhalt").ok  # one block
+
+
+# SRAM banks (hw/sram.py): two units must not use one bank's read port, nor its write port, at
+# the same time. CFG's scratchpad banks are CFG.sp_bank_rows rows of W bytes.
+SP_BANK = CFG.sp_bank_rows * CFG.row_width
+
+
+def test_two_units_reading_one_bank_need_a_wait():
+    # Different elements of SP bank 0: no data race, but both use the bank's read port.
+    prog = ("vadd dst=acc:0:4 src1=sp:0:4 src2=imm rows=1\n"
+            "dma_store sram_addr=64 rows=1 len=4 dram_addr=0x9000{}\nhalt")
+    with pytest.raises(BankConflictError, match=r"DMA_STORE at pc 0x20 uses the read port of "
+                                                r"SP bank 0 .* VEC instruction"):
+        run(machine(), prog.format(""))
+    assert run(machine(), prog.format(" wait=vec")).ok
+
+
+def test_two_units_writing_one_bank_need_a_wait():
+    prog = ("vadd dst=acc:0:4 src1=acc:64:4 src2=imm rows=1\n"
+            "dma_load space=acc dram_addr=0x9000 sram_addr=32 rows=1 len=4{}\nhalt")
+    with pytest.raises(BankConflictError, match="uses the write port of ACC bank 0"):
+        run(machine(), prog.format(""))
+    assert run(machine(), prog.format(" wait=vec")).ok
+
+
+def test_other_banks_and_other_ports_need_no_wait():
+    # The store reads SP bank 1 while the vector unit reads bank 0; the load writes SP bank 0
+    # (its write port) while the vector unit reads it (the read ports).
+    assert run(machine(), "vadd dst=acc:0:4 src1=sp:0:4 src2=imm rows=1\n"
+                          f"dma_store sram_addr={SP_BANK} rows=1 len=4 dram_addr=0x9000\n"
+                          "dma_load dram_addr=0x9100 sram_addr=64 rows=1 len=4\nhalt").ok

@@ -140,3 +140,26 @@ def test_pim_prefill_mode_matches_without_array_weight_copies(qmodel):
     assert res.tokens == generate_int8(qmodel, list(prompt), 3)[len(prompt):]
     assert [s.kind for s in res.steps] == ["prefill"] * 5 + ["decode"] * 2
     assert c.layout.bytes_used < CompiledGPT(qmodel, CFG).layout.bytes_used
+
+
+def test_builder_orders_two_units_on_one_sram_bank_port():
+    # hw/sram.py: two units must not read one bank (or write one bank) at the same time, so
+    # the builder adds a wait even though the elements differ; other banks need none.
+    from llmaccel.hw.isa import Opcode, Space, Src2Mode, Unit
+    from llmaccel.sw.compiler.program import Access, ProgramBuilder
+
+    W, bank = CFG.row_width, CFG.sp_bank_rows * CFG.row_width
+
+    def store(b, sram):
+        return b.emit(Opcode.DMA_STORE, reads=(Access("SP", sram, sram + W),),
+                      writes=(Access("DRAM", 0x9000, 0x9000 + W),), space=Space.SP,
+                      dram_addr=0x9000, dram_stride=W, sram_addr=sram, sram_stride=W, rows=1,
+                      len=W)
+
+    for sram, wait in ((W, Unit.VEC), (bank, Unit(0))):
+        b = ProgramBuilder(CFG)
+        b.emit(Opcode.VADD, reads=(Access("SP", 0, W),), writes=(Access("ACC", 0, W),),
+               dst={"space": Space.ACC, "addr": 0, "stride": W},
+               src1={"space": Space.SP, "addr": 0, "stride": W},
+               src2={"mode": Src2Mode.IMM}, imm=0, rows=1)
+        assert store(b, sram).wait == wait
