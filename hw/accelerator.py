@@ -28,6 +28,10 @@ SP_READ = ("gemm_a", "gemm_b", "vec1", "vec2", "store", "pim", "host")
 SP_WRITE = ("load", "vec", "host")
 ACC_READ = ("gemm", "vec1", "vec2", "store", "load", "ctrl", "host")
 ACC_WRITE = ("gemm", "vec", "load", "pim", "host")
+#: The read clients on the banks' second read port (the others use the first): the two operands
+#: of GEMM and of the vector unit can then read one bank in the same cycle.
+SP_READ_PORT1 = ("gemm_b", "vec2", "host")
+ACC_READ_PORT1 = ("vec2", "ctrl", "host")
 
 
 class Accelerator(wiring.Component):
@@ -35,10 +39,21 @@ class Accelerator(wiring.Component):
 
     :class:`~.controller.Controller`, the five units (:class:`~.dma_load.DmaLoad`,
     :class:`~.dma_store.DmaStore`, :class:`~.gemm_core.GemmCore`, :class:`~.pim_unit.PimUnit`,
-    :class:`~.vector_unit.VectorUnit`), the scratchpad and accumulator :class:`~.sram.Sram`
-    (a read and a write port per client), the :class:`~.dram_channel.DramChannel` (ports:
-    fetch, DMA load, DMA store; the PIM port; the host backdoor) and the
-    :class:`~.wishbone.Wishbone` register block. docs/host.md is the host's manual.
+    :class:`~.vector_unit.VectorUnit`), the scratchpad and accumulator :class:`~.sram.Sram`,
+    the :class:`~.dram_channel.DramChannel` (ports: fetch, DMA load, DMA store; the PIM port;
+    the host backdoor) and the :class:`~.wishbone.Wishbone` register block. docs/host.md is the
+    host's manual.
+
+    Each SRAM is ``cfg.sp_banks`` / ``cfg.acc_banks`` banks of two read ports and one write
+    port (block-RAM shaped). Every client has its own read or write port into a crossbar that
+    routes it to the bank its address names, with fixed priority in the order of ``SP_READ``,
+    ``SP_WRITE``, ``ACC_READ``, ``ACC_WRITE``; the read clients in ``SP_READ_PORT1`` /
+    ``ACC_READ_PORT1`` use the banks' second read port, the others the first. The compiler's
+    wait masks (sw/compiler/program.py) and the golden model's ``BankConflictError``
+    (sim/golden/isa_sim.py) guarantee that no two units use one bank port in one cycle, so no
+    unit ever waits for an SRAM and the golden cycle model stays exact; the SRAMs'
+    ``o_conflict`` (a client lost a bank port) is counted in the ``sram_conflicts`` counter,
+    which makes violations visible.
 
     Parameters
     ----------
@@ -75,8 +90,8 @@ class Accelerator(wiring.Component):
         self.gemm = GemmCore(cfg)
         self.pim = PimUnit(cfg)
         self.vec = VectorUnit(cfg)
-        self.sp = Sram(cfg, Space.SP, SP_READ, SP_WRITE)
-        self.acc = Sram(cfg, Space.ACC, ACC_READ, ACC_WRITE)
+        self.sp = Sram(cfg, Space.SP, SP_READ, SP_WRITE, second_read_port=SP_READ_PORT1)
+        self.acc = Sram(cfg, Space.ACC, ACC_READ, ACC_WRITE, second_read_port=ACC_READ_PORT1)
         self.dram = DramChannel(cfg, 3, image)
         self.host = Wishbone(cfg)
 
@@ -104,6 +119,7 @@ class Accelerator(wiring.Component):
             ctrl.i_store_write.eq(store.dram.req.valid & store.dram.req.ready),
             ctrl.i_dram_cmd.eq(dram.o_cmd),
             ctrl.i_dram_mac.eq(dram.o_mac),
+            ctrl.i_sram_conflict.eq(sp.o_conflict | acc.o_conflict),
         ]
 
         # DRAM channel.

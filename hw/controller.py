@@ -107,9 +107,10 @@ class Controller(wiring.Component):
     ``gemm_macs`` (m·n·k), ``pim_macs`` (ncols·banks·32), ``dram_read_bytes`` and
     ``dram_write_bytes`` (DMA element bytes, as GoldenMachine's Stats count them) at dispatch
     (a gather's when its index has been checked); ``dram_activates`` and ``dram_refreshes``
-    from the channel's commands; ``dram_row_hits`` / ``dram_row_misses`` classify every RD and
-    WR: a miss is the first column command to a bank after an ACT (PIM column reads count as
-    column commands for this, not as hits or misses). ``i_clear`` zeroes them.
+    from the channel's commands; ``sram_conflicts`` from ``i_sram_conflict``;
+    ``dram_row_hits`` / ``dram_row_misses`` classify every RD and WR: a miss is the first
+    column command to a bank after an ACT (PIM column reads count as column commands for this,
+    not as hits or misses). ``i_clear`` zeroes them.
 
     Parameters
     ----------
@@ -137,6 +138,9 @@ class Controller(wiring.Component):
         The channel's command monitor outputs.
     acc_rd : In(acc_read_signature(cfg))
         Accumulator read port for run-time gather decisions.
+    i_sram_conflict : In(1)
+        The SRAMs' ``o_conflict`` (two units on one bank port this cycle), counted in
+        ``sram_conflicts``.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -159,6 +163,7 @@ class Controller(wiring.Component):
             "i_dram_cmd": In(cmd_layout(cfg)),
             "i_dram_mac": In(mac_layout(cfg)),
             "acc_rd": In(acc_read_signature(cfg)),
+            "i_sram_conflict": In(1),
         }
         for u in UNITS:
             members[f"o_{_NAMES[u]}"] = Out(stream.Signature(_FORMATS[u]))
@@ -488,6 +493,7 @@ class Controller(wiring.Component):
             inc["dram_write_bytes"].eq(Mux(store_go, o.work, 0)),
             inc["dram_activates"].eq(cmd.kind == DramCmd.ACT),
             inc["dram_refreshes"].eq(cmd.kind == DramCmd.REF),
+            inc["sram_conflicts"].eq(self.i_sram_conflict),
         ]
         # Row hits and misses: ``fresh[b]`` is set by an ACT to bank b and cleared by its next
         # column command (RD, WR or a PIM column read).

@@ -51,7 +51,8 @@ class HostMem(enum.IntEnum):
 
 #: Performance counters, in register order. Each is 64 bits (two registers). ``busy_*`` count
 #: cycles a unit is executing an instruction; ``stall_*`` cycles its queue head waits for its
-#: wait mask; ``retired_*`` instructions completed.
+#: wait mask; ``retired_*`` instructions completed; ``sram_conflicts`` cycles in which two units
+#: used one SRAM bank port (hw/sram.py) — always 0 for a program the golden model accepts.
 COUNTERS = (
     "cycles",
     "retired_ctrl", "retired_load", "retired_store", "retired_gemm", "retired_pim",
@@ -61,6 +62,7 @@ COUNTERS = (
     "gemm_macs", "pim_macs",
     "dram_read_bytes", "dram_write_bytes",
     "dram_row_hits", "dram_row_misses", "dram_activates", "dram_refreshes",
+    "sram_conflicts",
 )
 
 

@@ -493,9 +493,9 @@ def run_amaranth(cfg: AccelConfig, program: list[Instruction], images: Images, *
         rec.final = Images(
             _rows_to_array([ctx.get(dut.dram.data[i]) for i in range(dut.dram.data.depth)],
                            8 * cfg.col_bytes, "u1"),
-            _rows_to_array([ctx.get(dut.sp.data[i]) for i in range(dut.sp.data.depth)],
+            _rows_to_array([ctx.get(dut.sp.row_data(i)) for i in range(dut.sp.depth)],
                            8 * W, "i1"),
-            _rows_to_array([ctx.get(dut.acc.data[i]) for i in range(dut.acc.data.depth)],
+            _rows_to_array([ctx.get(dut.acc.row_data(i)) for i in range(dut.acc.depth)],
                            32 * W, "<i4").astype(np.int32),
         )
 

@@ -136,11 +136,11 @@ def run_rtl(cfg: AccelConfig, image: bytes, *, sp: np.ndarray | None = None,
         if sp is not None:
             for i, r in enumerate(_rows(sp, W, 8)):
                 if r:
-                    ctx.set(dut.sp.data[i], r)
+                    ctx.set(dut.sp.row_data(i), r)
         if acc is not None:
             for i, r in enumerate(_rows(acc, W, 32)):
                 if r:
-                    ctx.set(dut.acc.data[i], r)
+                    ctx.set(dut.acc.row_data(i), r)
         await b.tick(lead)
         await b.write(Reg.WATCHDOG, watchdog)
         for pb in bases:
@@ -157,8 +157,8 @@ def run_rtl(cfg: AccelConfig, image: bytes, *, sp: np.ndarray | None = None,
             out["error_pc"] = ctx.get(dut.ctrl.o_error_pc)
             cnt = ctx.get(dut.ctrl.o_counters)
             out["counters"] = {name: int(cnt[k]) for k, name in enumerate(COUNTERS)}
-            out["sp"] = _unrows([ctx.get(dut.sp.data[i]) for i in range(cfg.sp_rows)], W, 8)
-            out["acc"] = _unrows([ctx.get(dut.acc.data[i]) for i in range(cfg.acc_rows)],
+            out["sp"] = _unrows([ctx.get(dut.sp.row_data(i)) for i in range(cfg.sp_rows)], W, 8)
+            out["acc"] = _unrows([ctx.get(dut.acc.row_data(i)) for i in range(cfg.acc_rows)],
                                  W, 32)
             out["starts"], out["dones"] = mon["starts"], mon["dones"]
             dram = {}
@@ -493,12 +493,12 @@ def test_host_registers_and_memory_window(seed):
             int.from_bytes(image[i:i + 4], "little") for i in (0, 4)]
         await b.write_mem(HostMem.SP, 8, words[:4])
         assert await b.read_mem(HostMem.SP, 8, 4) == words[:4]
-        sp_rows = [ctx.get(dut.sp.data[i]) for i in range(8 // W, (8 + 16) // W)]
+        sp_rows = [ctx.get(dut.sp.row_data(i)) for i in range(8 // W, (8 + 16) // W)]
         assert _unrows(sp_rows, W, 8).tobytes() == b"".join(
             w.to_bytes(4, "little") for w in words[:4])
         await b.write_mem(HostMem.ACC, 5, words[:5])
         assert await b.read_mem(HostMem.ACC, 5, 5) == words[:5]
-        acc = _unrows([ctx.get(dut.acc.data[i]) for i in range(4)], W, 32)
+        acc = _unrows([ctx.get(dut.acc.row_data(i)) for i in range(4)], W, 32)
         assert [int(x) & 0xFFFFFFFF for x in acc[5:10]] == words[:5]
         # A write with byte enables touches only those bytes.
         await b.write_mem(HostMem.SP, 8, [0xFFFFFFFF])
