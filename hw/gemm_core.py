@@ -274,7 +274,10 @@ class GemmCore(wiring.Component):
             row.eq(cur.c_row + col_idx),
             meta_fifo.r_en.eq(drain_start),
             self.rd_c.addr.eq(row),
-            self.rd_c.en.eq(active & cur.accumulate),
+            # Read only what the drain will write: an SRAM bank port is shared, and a read the
+            # golden model does not see (an empty fold, columns j ≥ n) could meet another
+            # unit's read of that bank.
+            self.rd_c.en.eq(active & cur.accumulate & (col_idx < cur.ncols) & cur.lanes.any()),
         ]
 
         d1_valid = Signal()

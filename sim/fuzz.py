@@ -771,6 +771,12 @@ class DiffRunner:
                 f"status {got.status} {got.error.name} pc {got.error_pc:#x}, golden "
                 f"{want.status} {want.error.name} pc {want.error_pc:#x} ({want.message})")))
             return
+        conflicts = got.counters.get("raw", {}).get("sram_conflicts", 0)
+        if conflicts:
+            self.mismatches.append(Mismatch(prog, (
+                f"{conflicts} cycles with two units on one SRAM bank port (sram_conflicts) in "
+                f"a program the golden model accepts")))
+            return
         if self.compare_cycles and got.cycles != want.cycles:
             self.cycle_mismatches.append((prog.seed, got.cycles, want.cycles))
         self._compare_writes(prog)
