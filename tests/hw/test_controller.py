@@ -265,8 +265,10 @@ def test_queue_full_stalls_dispatch():
     # Six vector instructions fill the 4-deep VEC queue: the seventh instruction (a load) is
     # dispatched, in order, only once the second vector instruction has left the queue.
     lines = [f"vadd dst=sp:{64 * i}:4 src1=sp:1024:4 src2=imm imm={i} rows=16" for i in range(6)]
-    _, rtl, rep = _run([*lines, "dma_load space=sp dram_addr=0x400 sram_addr=2048 rows=1 len=4",
-                        "halt"], data={0x400: bytes(4)})
+    # The load writes another SP bank than the vector instructions (the bank rule, hw/sram.py).
+    bank1 = CFG.sp_bank_rows * CFG.row_width
+    _, rtl, rep = _run([*lines, f"dma_load space=sp dram_addr=0x400 sram_addr={bank1} rows=1 "
+                        "len=4", "halt"], data={0x400: bytes(4)})
     load = next(ev for ev in rep.events if ev.unit is Unit.LOAD)
     assert CFG.queue_depth == 4
     assert load.dispatch > rtl.starts[Unit.VEC][1]
@@ -292,7 +294,7 @@ def test_gather_serialises_dispatch():
         "vrecip dst=acc:64:4 src1=acc:128:4 rows=4 imm=1000",
         "dma_gather space=sp dram_addr=0x400 sram_addr=0 rows=1 len=8 idx_addr=12 "
         "idx_scale=8 wait=vec",
-        "vadd dst=sp:64:4 src1=sp:128:4 src2=imm imm=1 rows=1",
+        f"vadd dst=sp:{CFG.sp_bank_rows * CFG.row_width}:4 src1=sp:128:4 src2=imm imm=1 rows=1",
         "halt",
     ], data={0x400: bytes(range(32))}, acc=acc)
     gather = rtl.starts[Unit.LOAD][0]
