@@ -239,10 +239,10 @@ class CompiledGPT:
         e = Emitter(self.cfg, b)
         return b, e
 
-    def _planner(self, b: ProgramBuilder) -> Planner:
+    def _planner(self, b: ProgramBuilder, *, spread_banks: bool = False) -> Planner:
         return Planner(self.cfg, b, acc_base=self.acc_base, sp_limit=self.sp_limit,
                        acc_limit=self.acc_limit, spill_addr=self.r_spill.addr,
-                       spill_bytes=self.r_spill.nbytes)
+                       spill_bytes=self.r_spill.nbytes, spread_banks=spread_banks)
 
     def _emit_constants(self, e: Emitter) -> None:
         """Bring the constant table into ACC (it stays resident for later programs) and load
@@ -584,7 +584,9 @@ class CompiledGPT:
         d, H, hd, ff, V = m.d_model, m.n_head, m.head_dim, m.d_ff, m.vocab_size
         B = cfg.dram_banks
         b, e = self._setup_program()
-        plan = self._planner(b)
+        # A decode step's tensors are small: spreading them over the SRAM banks costs no
+        # spills and lets units that overlap use different banks (docs/compiler.md).
+        plan = self._planner(b, spread_banks=True)
 
         def tensor(name, space, elems):
             return Tensor(name, space, -(-elems // W) * W)

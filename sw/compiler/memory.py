@@ -86,10 +86,19 @@ class PlanReport:
 
 
 class _Arena:
-    """First-fit allocator over ``[base, limit)`` in units of rows."""
+    """First-fit allocator over ``[base, limit)`` in units of rows.
 
-    def __init__(self, base: int, limit: int):
+    With ``bank_rows``, bottom allocations go to the SRAM banks (``bank_rows`` rows each) in
+    turn — first fit inside the next bank, else first fit anywhere — so that tensors used at
+    about the same time by different units tend to sit in different banks, which the bank rule
+    (two units must not read, nor write, one bank at once; hw/sram.py) would otherwise
+    serialise. Spreading fragments the arena, so the planner asks for it only where SRAM is
+    plentiful (decode programs)."""
+
+    def __init__(self, base: int, limit: int, bank_rows: int | None = None):
         self.base, self.limit = base, limit
+        self.bank_rows = bank_rows
+        self.next_bank = 0
         self.used: list[tuple[int, int]] = []   # sorted (start, end)
         self.top: set[int] = set()               # starts of blocks allocated from the top
         self.peak = 0                             # rows: bottom high-water + top usage
@@ -113,12 +122,8 @@ class _Arena:
             if pos < self.base:
                 return None
         else:
-            pos = self.base
-            for s, e in self.used:
-                if s - pos >= n:
-                    break
-                pos = max(pos, e)
-            if pos + n > self.limit:
+            pos = self._fit(n)
+            if pos is None:
                 return None
         self.used.append((pos, pos + n))
         self.used.sort()
@@ -126,6 +131,28 @@ class _Arena:
             self.top.add(pos)
         self._note_peak()
         return pos
+
+    def _first_fit(self, n: int, lo: int, hi: int) -> int | None:
+        pos = lo
+        for s, e in self.used:
+            if e <= pos:
+                continue
+            if s - pos >= n:
+                break
+            pos = max(pos, e)
+        return pos if pos + n <= hi else None
+
+    def _fit(self, n: int) -> int | None:
+        br = self.bank_rows
+        if br:
+            nb = -(-self.limit // br)
+            for i in range(nb):
+                b = (self.next_bank + i) % nb
+                pos = self._first_fit(n, max(self.base, b * br), min(self.limit, (b + 1) * br))
+                if pos is not None:
+                    self.next_bank = (b + 1) % nb
+                    return pos
+        return self._first_fit(n, self.base, self.limit)
 
     def free(self, start: int) -> None:
         self.used = [u for u in self.used if u[0] != start]
@@ -137,14 +164,17 @@ class Planner:
 
     def __init__(self, cfg: AccelConfig, builder: ProgramBuilder, *, sp_base: int = 0,
                  sp_limit: int | None = None, acc_base: int = 0, acc_limit: int | None = None,
-                 spill_addr: int = 0, spill_bytes: int = 0, prefetch: bool = True):
+                 spill_addr: int = 0, spill_bytes: int = 0, prefetch: bool = True,
+                 spread_banks: bool = False):
         self.cfg = cfg
         self.b = builder
         w = cfg.row_width
         self.arenas = {
-            Space.SP: _Arena(sp_base // w, (cfg.sp_bytes if sp_limit is None else sp_limit) // w),
+            Space.SP: _Arena(sp_base // w, (cfg.sp_bytes if sp_limit is None else sp_limit) // w,
+                             cfg.sp_bank_rows if spread_banks else None),
             Space.ACC: _Arena(acc_base // w,
-                              (cfg.acc_elems if acc_limit is None else acc_limit) // w),
+                              (cfg.acc_elems if acc_limit is None else acc_limit) // w,
+                              cfg.acc_bank_rows if spread_banks else None),
         }
         self.spill_next, self.spill_end = spill_addr, spill_addr + spill_bytes
         self.prefetch = prefetch
