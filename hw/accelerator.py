@@ -19,7 +19,7 @@ from .sram import Sram
 from .vector_unit import VectorUnit
 from .wishbone import Wishbone, wishbone_signature
 
-__all__ = ["FETCH_PORT", "LOAD_PORT", "STORE_PORT", "Accelerator"]
+__all__ = ["FETCH_PORT", "LOAD_PORT", "STORE_PORT", "Accelerator", "read_port"]
 
 #: The channel's requester ports (lower numbers win ties in the channel's scheduler).
 FETCH_PORT, LOAD_PORT, STORE_PORT = 0, 1, 2
@@ -29,9 +29,20 @@ SP_WRITE = ("load", "vec", "host")
 ACC_READ = ("gemm", "vec1", "vec2", "store", "load", "ctrl", "host")
 ACC_WRITE = ("gemm", "vec", "load", "pim", "host")
 #: The read clients on the banks' second read port (the others use the first): the two operands
-#: of GEMM and of the vector unit can then read one bank in the same cycle.
-SP_READ_PORT1 = ("gemm_b", "vec2", "host")
+#: of GEMM and of the vector unit can then read one bank in the same cycle, and the PIM global
+#: buffer's reads do not compete with the DMA store's (a decode step's K/V appends overlap its
+#: GEMVs). The bank rule is per port (docs/architecture.md, "SRAM banks"), so the golden model
+#: and the compiler take the assignment from here (:func:`read_port`).
+SP_READ_PORT1 = ("gemm_b", "vec2", "pim", "host")
 ACC_READ_PORT1 = ("vec2", "ctrl", "host")
+
+
+def read_port(space: Space, client: str) -> int:
+    """The bank read port (0 or 1) that read client ``client`` of SRAM ``space`` uses."""
+    names, port1 = (SP_READ, SP_READ_PORT1) if space is Space.SP else (ACC_READ, ACC_READ_PORT1)
+    if client not in names:
+        raise ValueError(f"{client!r} is not a {space.name} read client ({', '.join(names)})")
+    return int(client in port1)
 
 
 class Accelerator(wiring.Component):

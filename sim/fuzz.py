@@ -314,10 +314,11 @@ class _Gen:
             return False
         gran = {"SP": self.W, "ACC": self.W, "dram": self.cfg.col_bytes}
         reads, writes = [], []
-        for lst, out in ((acc.reads, reads), (acc.writes, writes)):
-            for space, idx in lst:
+        for lst, out, ports in ((acc.reads, reads, acc.ports), (acc.writes, writes, {})):
+            for k, (space, idx) in enumerate(lst):
                 mem = "DRAM" if space == "dram" else space
-                out += [Access(mem, lo, hi) for lo, hi in _runs(np.asarray(idx), gran[space])]
+                out += [Access(mem, lo, hi, ports.get(k, 0))
+                        for lo, hi in _runs(np.asarray(idx), gran[space])]
         for space, idx in acc.writes:
             idx = np.asarray(idx).ravel()
             if idx.size:

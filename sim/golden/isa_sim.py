@@ -12,7 +12,8 @@ writing) must be ordered by wait masks (directly or transitively). The RTL execu
 parallel, so a racy program may legitimately give different results there; the checker turns such
 compiler bugs into a clear error here instead (:class:`RaceError`). The same holds for the SRAM
 banks' ports (``AccelConfig.sp_banks``/``acc_banks``, hw/sram.py): two instructions on different
-units that both read one bank, or both write one bank, must be ordered
+units that use one bank port — both read one bank through the same read port (each operand's
+port is hw/accelerator.py's ``read_port``), or both write one bank — must be ordered
 (:class:`BankConflictError`).
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llmaccel.hw.accelerator import read_port
 from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.isa import (
     INSTR_BYTES,
@@ -100,13 +102,21 @@ class RunResult:
 
 
 class _Access:
-    """Element indices an instruction reads and writes, per space (for race checking)."""
+    """Element indices an instruction reads and writes, per space (for race checking), and the
+    SRAM bank read port of each SRAM read (``ports``: index in ``reads`` → port; 0 if absent)."""
 
-    __slots__ = ("reads", "writes")
+    __slots__ = ("ports", "reads", "writes")
 
     def __init__(self):
         self.reads: list[tuple[str, np.ndarray]] = []
         self.writes: list[tuple[str, np.ndarray]] = []
+        self.ports: dict[int, int] = {}
+
+    def read(self, space: str, idx, client: str) -> None:
+        """Record an SRAM read by the accelerator's read client ``client`` (its bank port is
+        hw/accelerator.py's ``read_port``)."""
+        self.reads.append((space, idx))
+        self.ports[len(self.reads) - 1] = read_port(Space[space], client)
 
 
 class GoldenMachine:
@@ -296,7 +306,7 @@ class GoldenMachine:
     def _exec_dma_gather(self, ins, pc, acc):
         self._sram_check(Space.ACC, ins.idx_addr, ins.idx_addr, pc, "DMA_GATHER index")
         index = int(self.acc[ins.idx_addr])
-        acc.reads.append(("ACC", np.array([ins.idx_addr])))
+        acc.read("ACC", np.array([ins.idx_addr]), "load")
         if index < 0:
             raise MachineError(ErrorCode.DRAM_RANGE, pc, f"DMA_GATHER index {index} is negative")
         self.last_gather_base = ins.dram_addr + index * ins.idx_scale
@@ -316,7 +326,7 @@ class GoldenMachine:
             data = vals.astype("<i4").view(np.uint8)           # 4 bytes per element
             bidx = (didx[:, None] + np.arange(4)).ravel()
             _scatter_last(self.dram, bidx, data)
-        acc.reads.append((ins.space.name, sidx))
+        acc.read(ins.space.name, sidx, "store")
         acc.writes.append(("dram", bidx))
 
     # GEMM ----------------------------------------------------------------------------------
@@ -354,9 +364,10 @@ class GoldenMachine:
         if ins.accumulate:
             prod = prod + self.acc[c_idx].astype(np.int64)
         self.acc[c_idx] = _wrap32(prod)
-        acc.reads += [("SP", a_idx.ravel()), ("SP", b_idx.ravel())]
+        acc.read("SP", a_idx.ravel(), "gemm_a")
+        acc.read("SP", b_idx.ravel(), "gemm_b")
         if ins.accumulate:
-            acc.reads.append(("ACC", c_idx.ravel()))
+            acc.read("ACC", c_idx.ravel(), "gemm")
         acc.writes.append(("ACC", c_idx.ravel()))
 
     # PIM -----------------------------------------------------------------------------------
@@ -370,7 +381,7 @@ class GoldenMachine:
                                f"{ins.gb_addr + ins.len - 1}, beyond {self.cfg.gbuf_bytes}")
         self.gbuf[ins.gb_addr:ins.gb_addr + ins.len] = \
             self.sp[ins.sram_addr:ins.sram_addr + ins.len]
-        acc.reads.append(("SP", np.arange(ins.sram_addr, ins.sram_addr + ins.len)))
+        acc.read("SP", np.arange(ins.sram_addr, ins.sram_addr + ins.len), "pim")
 
     def _exec_pim_mac(self, ins, pc, acc):
         cfg = self.cfg
@@ -529,7 +540,8 @@ class GoldenMachine:
         if self.check_races:
             _check_intra_overlap(d_idx, dst["space"].name, reads)
         _scatter_last(dmem, flat_d, out.ravel().astype(dmem.dtype))
-        acc.reads += [(s, np.asarray(i).ravel()) for s, i in reads]
+        for k, (s, i) in enumerate(reads):     # src1, then src2's
+            acc.read(s, np.asarray(i).ravel(), "vec2" if k else "vec1")
         acc.writes.append((dst["space"].name, flat_d))
 
     def _exec_vlutld(self, ins, pc, acc):
@@ -542,7 +554,7 @@ class GoldenMachine:
         self._align_check(pc, **{"src1.addr": src1["addr"]})
         self._sram_check(Space.ACC, src1["addr"], src1["addr"] + 255, pc, "VLUTLD")
         self.lut[ins.imm] = nx.sat(self.acc[src1["addr"]:src1["addr"] + 256], 16)
-        acc.reads.append(("ACC", np.arange(src1["addr"], src1["addr"] + 256)))
+        acc.read("ACC", np.arange(src1["addr"], src1["addr"] + 256), "vec1")
 
 
 def _wrap32(x: np.ndarray) -> np.ndarray:
@@ -606,7 +618,7 @@ class _RaceChecker:
                            "ACC": cfg.acc_bank_rows * cfg.row_width}
         banks = {"SP": cfg.sp_banks, "ACC": cfg.acc_banks}
         self.last_bank = {(s, p): np.empty((n, banks[s]), np.int32)
-                          for s in banks for p in ("read", "write")}
+                          for s in banks for p in ("read port 0", "read port 1", "write port")}
         self.reset()
 
     def reset(self) -> None:
@@ -676,10 +688,12 @@ class _RaceChecker:
         self.last_of_unit[ui] = idx
 
     def _check_banks(self, ins, pc, ui, vc, idx, acc) -> None:
-        """Two units must not use one bank's read port, nor its write port, at once."""
+        """Two units must not use one bank port (read port 0 or 1, write port) at once."""
         uses = []
-        for port, lst in (("read", acc.reads), ("write", acc.writes)):
-            for space, a in lst:
+        ports = [f"read port {acc.ports.get(k, 0)}" for k in range(len(acc.reads))]
+        for space_ports, lst in ((ports, acc.reads), (["write port"] * len(acc.writes),
+                                                       acc.writes)):
+            for port, (space, a) in zip(space_ports, lst, strict=True):
                 if space in self.bank_elems:
                     a = np.asarray(a).ravel()
                     if a.size:
@@ -693,7 +707,7 @@ class _RaceChecker:
                 if bad.any():
                     k = int(np.argmax(bad))
                     raise BankConflictError(
-                        f"{ins.opcode.name} at pc {pc:#x} uses the {port} port of {space} bank "
+                        f"{ins.opcode.name} at pc {pc:#x} uses the {port} of {space} bank "
                         f"{int(banks[k])} that a {UNITS[v].name} instruction (#"
                         f"{int(last[v][banks[k]])}) also uses, and does not wait for it")
         for space, port, banks in uses:

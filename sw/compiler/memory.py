@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from llmaccel.hw.accelerator import read_port
 from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.isa import Opcode, Space, Src2Mode
 
@@ -186,7 +187,7 @@ class Planner:
     def _dma(self, t: Tensor, dram: int, load: bool, compulsory: bool) -> None:
         w = self.cfg.row_width
         rows = t.elems // w
-        sram = Access(t.mem, t.addr, t.addr + t.elems)
+        sram = Access(t.mem, t.addr, t.addr + t.elems, 0 if load else read_port(t.space, "store"))
         dr = Access("DRAM", dram, dram + t.elems * t.esize)
         op = Opcode.DMA_LOAD if load else Opcode.DMA_STORE
         self.b.emit(op, reads=(dr,) if load else (sram,), writes=(sram,) if load else (dr,),
@@ -234,7 +235,8 @@ class Planner:
                 for r0 in range(0, rows, gap):
                     n = min(gap, rows - r0)
                     src, dst = (row + r0) * w, (nxt + r0) * w
-                    self.b.emit(Opcode.VADD, reads=(Access(t.mem, src, src + n * w),),
+                    rd = Access(t.mem, src, src + n * w, read_port(space, "vec1"))
+                    self.b.emit(Opcode.VADD, reads=(rd,),
                                 writes=(Access(t.mem, dst, dst + n * w),),
                                 dst={"space": space, "addr": dst, "stride": w},
                                 src1={"space": space, "addr": src, "stride": w},

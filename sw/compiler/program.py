@@ -25,7 +25,7 @@ from llmaccel.sw.asm import instr, to_binary
 __all__ = ["Access", "CompileError", "ProgramBuilder", "Traffic"]
 
 UNITS = (Unit.LOAD, Unit.STORE, Unit.GEMM, Unit.PIM, Unit.VEC)
-_BANK_PORTS = (".read", ".write")
+_BANK_PORTS = (".read0", ".read1", ".write")
 _UIDX = {u: i for i, u in enumerate(UNITS)}
 
 
@@ -36,11 +36,13 @@ class CompileError(LlmaccelError):
 @dataclass(frozen=True)
 class Access:
     """A half-open element range ``[lo, hi)`` of one memory: ``"SP"``, ``"ACC"`` (elements) or
-    ``"DRAM"`` (bytes)."""
+    ``"DRAM"`` (bytes). ``port`` is the SRAM bank read port a read uses (hw/accelerator.py
+    ``read_port``); ignored for writes and DRAM."""
 
     mem: str
     lo: int
     hi: int
+    port: int = 0
 
 
 @dataclass
@@ -85,7 +87,7 @@ class ProgramBuilder:
         sizes = {"SP": cfg.sp_rows, "ACC": cfg.acc_rows,
                  "DRAM": cfg.dram_bytes // cfg.col_bytes}
         # SRAM bank ports as resources every use of which is exclusive (a "write"): two units
-        # must not read one bank, nor write one bank, at the same time (hw/sram.py).
+        # must not use one bank port at the same time (hw/sram.py).
         self._bank_rows = {"SP": cfg.sp_bank_rows, "ACC": cfg.acc_bank_rows}
         for mem, banks in (("SP", cfg.sp_banks), ("ACC", cfg.acc_banks)):
             for port in _BANK_PORTS:
@@ -115,14 +117,15 @@ class ProgramBuilder:
         g = self._gran[a.mem]
         return slice(a.lo // g, -(-a.hi // g))
 
-    def _bank_uses(self, accesses, port: str) -> tuple[Access, ...]:
-        """The SRAM banks ``accesses`` use, as exclusive uses of the bank's read or write
-        port."""
+    def _bank_uses(self, accesses, kind: str) -> tuple[Access, ...]:
+        """The SRAM banks ``accesses`` use, as exclusive uses of the bank's write port
+        (``kind`` ".write") or of the read port each read names (".read")."""
         out = []
         for a in accesses:
             if a.mem in self._bank_rows and a.hi > a.lo:
                 rows = self._rows(a)
                 n = self._bank_rows[a.mem]
+                port = kind + (str(a.port) if kind == ".read" else "")
                 out.append(Access(a.mem + port, rows.start // n, (rows.stop - 1) // n + 1))
         return tuple(out)
 

@@ -418,8 +418,8 @@ def test_two_units_reading_one_bank_need_a_wait():
     # Different elements of SP bank 0: no data race, but both use the bank's read port.
     prog = ("vadd dst=acc:0:4 src1=sp:0:4 src2=imm rows=1\n"
             "dma_store sram_addr=64 rows=1 len=4 dram_addr=0x9000{}\nhalt")
-    with pytest.raises(BankConflictError, match=r"DMA_STORE at pc 0x20 uses the read port of "
-                                                r"SP bank 0 .* VEC instruction"):
+    with pytest.raises(BankConflictError, match=r"DMA_STORE at pc 0x20 uses the read port 0 "
+                                                r"of SP bank 0 .* VEC instruction"):
         run(machine(), prog.format(""))
     assert run(machine(), prog.format(" wait=vec")).ok
 
@@ -438,3 +438,15 @@ def test_other_banks_and_other_ports_need_no_wait():
     assert run(machine(), "vadd dst=acc:0:4 src1=sp:0:4 src2=imm rows=1\n"
                           f"dma_store sram_addr={SP_BANK} rows=1 len=4 dram_addr=0x9000\n"
                           "dma_load dram_addr=0x9100 sram_addr=64 rows=1 len=4\nhalt").ok
+
+
+def test_the_bank_rule_is_per_read_port():
+    # hw/accelerator.py read_port: the DMA store reads through port 0, the PIM global buffer
+    # write and the vector unit's src2 through port 1, so only the last two meet.
+    wrgb = "pim_wrgb sram_addr=128 gb_addr=0 len=32\n"
+    assert run(machine(), "dma_store sram_addr=64 rows=1 len=4 dram_addr=0x9000\n" + wrgb +
+               "halt").ok
+    with pytest.raises(BankConflictError, match="PIM_WRGB at pc 0x20 uses the read port 1 of "
+                                                "SP bank 0"):
+        run(machine(), "vadd dst=acc:0:4 src1=acc:64:4 src2=vec:sp:0:4 rows=1\n" + wrgb +
+            "halt")
