@@ -121,9 +121,10 @@ class AccelConfig:
     sp_banks, acc_banks:
         Banks of each SRAM (powers of two dividing its rows): bank ``b`` holds the contiguous rows
         ``[b·R, (b+1)·R)``, ``R = rows / banks``. Each bank has two read ports and one write port
-        shared by the units through a crossbar, so two units must not read one bank, nor write
-        one bank, at the same time: the compiler orders such instructions with wait masks, the
-        golden model rejects programs that do not (docs/architecture.md, "SRAM banks").
+        shared by the units through a crossbar, so two units must not use one bank port (the
+        same read port of a bank, or its write port) at the same time: the compiler orders
+        such instructions with wait masks, the golden model rejects programs that do not
+        (docs/architecture.md, "SRAM banks").
     gbuf_bytes, pim_slots:
         PIM global buffer size (bytes) and per-bank accumulators.
     lut_tables:

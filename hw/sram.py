@@ -71,8 +71,9 @@ class Sram(wiring.Component):
 
     ``o_conflict`` is high in every cycle in which a client loses (same-row merges are not
     conflicts). No unit ever waits for a bank port: the compiler's wait masks
-    (sw/compiler/program.py) order any two instructions of different units that read one bank or
-    write one bank, and the golden model rejects programs that do not (``BankConflictError``,
+    (sw/compiler/program.py) order any two instructions of different units that use one bank
+    port (hw/accelerator.py ``read_port`` says which read port each reads through), and the
+    golden model rejects programs that do not (``BankConflictError``,
     sim/golden/isa_sim.py), so in legal programs no two units use one bank port in one cycle,
     ``o_conflict`` stays low (the controller counts it in ``sram_conflicts``) and the golden
     cycle model stays exact.

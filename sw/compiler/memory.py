@@ -92,7 +92,7 @@ class _Arena:
     With ``bank_rows``, bottom allocations go to the SRAM banks (``bank_rows`` rows each) in
     turn — first fit inside the next bank, else first fit anywhere — so that tensors used at
     about the same time by different units tend to sit in different banks, which the bank rule
-    (two units must not read, nor write, one bank at once; hw/sram.py) would otherwise
+    (two units must not use one bank port at once; hw/sram.py) would otherwise
     serialise. Spreading fragments the arena, so the planner asks for it only where SRAM is
     plentiful (decode programs)."""
 
