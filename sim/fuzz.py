@@ -86,8 +86,10 @@ class FuzzLayout:
 
     ``arena`` DRAM bytes hold random data (loaded by the host) and are the only DRAM that
     programs write; programs live in ``prog_area`` bytes above the arena (one after another,
-    never written); ``sp_window`` / ``acc_window`` SP / ACC elements from address 0 are the SRAM
-    programs touch. DRAM reads (DMA loads, PIM rows) may go anywhere.
+    never written); ``sp_window`` / ``acc_window`` SP / ACC elements from ``sp_base`` /
+    ``acc_base`` are the SRAM programs touch. The windows straddle the boundary between the first
+    two SRAM banks (when there are two), so programs use both banks' ports at once and cross
+    from one bank to the other. DRAM reads (DMA loads, PIM rows) may go anywhere.
     """
 
     arena: int
@@ -95,14 +97,30 @@ class FuzzLayout:
     prog_area: int
     sp_window: int
     acc_window: int
+    sp_base: int = 0
+    acc_base: int = 0
 
     @classmethod
     def for_config(cls, cfg: AccelConfig) -> FuzzLayout:
         arena = min(cfg.dram_bytes // 4, 256 * 1024)
         W = cfg.row_width
-        return cls(arena=arena, prog_base=arena, prog_area=64 * 1024,
-                   sp_window=min(cfg.sp_bytes, 512 * W), acc_window=min(cfg.acc_elems,
-                                                                        max(256, 256 * W)))
+        sp_window = min(cfg.sp_bytes, 512 * W)
+        acc_window = min(cfg.acc_elems, max(256, 256 * W))
+
+        def base(bank_rows: int, window: int, size: int) -> int:
+            b = bank_rows * W - window // 2 // W * W
+            return min(max(b, 0), size - window)
+
+        return cls(arena=arena, prog_base=arena, prog_area=64 * 1024, sp_window=sp_window,
+                   acc_window=acc_window,
+                   sp_base=base(cfg.sp_bank_rows, sp_window, cfg.sp_bytes),
+                   acc_base=base(cfg.acc_bank_rows, acc_window, cfg.acc_elems))
+
+    def window(self, space: Space) -> tuple[int, int]:
+        """The SRAM window of ``space`` as ``(first element, end)``."""
+        if space is Space.SP:
+            return self.sp_base, self.sp_base + self.sp_window
+        return self.acc_base, self.acc_base + self.acc_window
 
 
 @dataclass
@@ -165,16 +183,17 @@ class ProgramFuzzer:
         """DMA loads that fill the SP and ACC windows from the arena (random data on chip)."""
         cfg, lay, W = self.cfg, self.layout, self.cfg.row_width
         b = ProgramBuilder(cfg)
-        sp_rows = lay.sp_window // W
-        acc_rows = lay.acc_window // W
-        for space, rows, esize in ((Space.SP, sp_rows, 1), (Space.ACC, acc_rows, 4)):
+        for space, esize in ((Space.SP, 1), (Space.ACC, 4)):
             mem = "SP" if space is Space.SP else "ACC"
+            lo, hi = lay.window(space)
+            rows = (hi - lo) // W
             for r0 in range(0, rows, 1 << 12):
                 n = min(1 << 12, rows - r0)
                 dram = (r0 * W * esize * 3) % max(1, lay.arena - n * W * esize)
+                sram = lo + r0 * W
                 b.emit(Opcode.DMA_LOAD, reads=(Access("DRAM", dram, dram + n * W * esize),),
-                       writes=(Access(mem, r0 * W, (r0 + n) * W),), space=space,
-                       dram_addr=dram, dram_stride=W * esize, sram_addr=r0 * W, sram_stride=W,
+                       writes=(Access(mem, sram, sram + n * W),), space=space,
+                       dram_addr=dram, dram_stride=W * esize, sram_addr=sram, sram_stride=W,
                        rows=n, len=W)
         b.emit(Opcode.HALT)
         return self._package(0, "valid", b.instructions, {})
@@ -351,7 +370,6 @@ class _Gen:
         if op in (Opcode.DMA_LOAD, Opcode.DMA_STORE, Opcode.DMA_GATHER):
             space = rng.choice((Space.SP, Space.ACC))
             esize = 4 if space is Space.ACC else 1
-            window = lay.sp_window if space is Space.SP else lay.acc_window
             rows = 0 if rng.random() < 0.03 else rng.randint(1, 8)
             length = 0 if rng.random() < 0.03 else rng.choice(
                 (rng.randint(1, W), W, rng.randint(1, 3 * W), 2 * W))
@@ -365,7 +383,7 @@ class _Gen:
             d_lim = lay.arena if op is Opcode.DMA_STORE else \
                 (self.cfg.dram_bytes if rng.random() < 0.2 else lay.arena)
             dram = self._base(0, d_lim, dlo, dhi - 1)
-            sram = self._base(0, window, slo, shi - 1)
+            sram = self._base(*lay.window(space), slo, shi - 1)
             if dram is None or sram is None:
                 return None
             f = {"space": space, "dram_addr": dram, "dram_stride": d_stride, "sram_addr": sram,
@@ -373,7 +391,7 @@ class _Gen:
             if op is Opcode.DMA_LOAD:
                 f["bcast"] = bcast
             if op is Opcode.DMA_GATHER:
-                f["idx_addr"] = rng.randrange(lay.acc_window)
+                f["idx_addr"] = rng.randrange(*lay.window(Space.ACC))
                 f["idx_scale"] = rng.choice((0, 1, 4, W, 32, rng.randint(1, 300)))
             return f
         if op is Opcode.GEMM:
@@ -386,9 +404,10 @@ class _Gen:
             b_stride = W * rng.choice((k, k, k + rng.randint(1, 3), 0))
             c_stride = W * (n + rng.choice((0, 0, 1, 3))) if mb > 1 else \
                 W * rng.choice((n, 0, n + 2))
-            a = self._base(0, lay.sp_window, 0, (mb - 1) * a_stride + max(k, 1) * W - 1, W)
-            b = self._base(0, lay.sp_window, 0, (nb - 1) * b_stride + max(k, 1) * W - 1, W)
-            c = self._base(0, lay.acc_window, 0, (mb - 1) * c_stride + max(n, 1) * W - 1, W)
+            sp, acc = lay.window(Space.SP), lay.window(Space.ACC)
+            a = self._base(*sp, 0, (mb - 1) * a_stride + max(k, 1) * W - 1, W)
+            b = self._base(*sp, 0, (nb - 1) * b_stride + max(k, 1) * W - 1, W)
+            c = self._base(*acc, 0, (mb - 1) * c_stride + max(n, 1) * W - 1, W)
             if a is None or b is None or c is None:
                 return None
             return {"accumulate": int(rng.random() < 0.4), "m": m, "n": n, "k": k,
@@ -397,7 +416,7 @@ class _Gen:
         if op is Opcode.PIM_WRGB:
             length = rng.choice((0, rng.randint(1, 64), rng.randint(1, cfg.gbuf_bytes)))
             gb = self._base(0, cfg.gbuf_bytes, 0, max(length, 1) - 1)
-            sp = self._base(0, lay.sp_window, 0, max(length, 1) - 1)
+            sp = self._base(*lay.window(Space.SP), 0, max(length, 1) - 1)
             if gb is None or sp is None:
                 return None
             return {"sram_addr": sp, "gb_addr": gb, "len": length}
@@ -414,12 +433,12 @@ class _Gen:
         if op is Opcode.PIM_READ:
             nslots = rng.randint(1, 4)
             slot = rng.randint(0, cfg.pim_slots - nslots)
-            addr = self._base(0, lay.acc_window, 0, nslots * cfg.dram_banks - 1)
+            addr = self._base(*lay.window(Space.ACC), 0, nslots * cfg.dram_banks - 1)
             if addr is None:
                 return None
             return {"slot": slot, "nslots": nslots, "sram_addr": addr}
         if op is Opcode.VLUTLD:
-            addr = self._base(0, lay.acc_window, 0, 255, W)
+            addr = self._base(*lay.window(Space.ACC), 0, 255, W)
             if addr is None:
                 return None
             return {"src1": {"space": Space.ACC, "addr": addr, "stride": 0},
@@ -474,9 +493,8 @@ class _Gen:
         else:
             space = rng.choice((Space.SP, Space.ACC))
             stride = rng.choice((0, 1, rng.randint(-5, 5)))
-            window = lay.sp_window if space is Space.SP else lay.acc_window
             lo, hi = self._span(0, r, stride, 1)
-            addr = self._base(0, window, lo, hi - 1)
+            addr = self._base(*lay.window(space), lo, hi - 1)
             if addr is None:
                 return None
             f["src2"] = {"mode": mode, "space": space, "addr": addr, "stride": stride}
@@ -484,9 +502,8 @@ class _Gen:
 
     def _operand(self, rows: int, stride: int, width: int) -> dict | None:
         space = self.rng.choice((Space.SP, Space.ACC))
-        window = self.lay.sp_window if space is Space.SP else self.lay.acc_window
         lo, hi = self._span(0, rows, stride, width)
-        addr = self._base(0, window, lo, hi - 1, self.W)
+        addr = self._base(*self.lay.window(space), lo, hi - 1, self.W)
         if addr is None:
             return None
         return {"space": space, "addr": addr, "stride": stride}
@@ -829,10 +846,10 @@ class DiffRunner:
         hi = lay.prog_base + lay.prog_area
         got = np.frombuffer(self.backend.read_dram(0, hi), np.uint8)
         self._diff(last, "DRAM", 0, got, g.dram[:hi])
-        self._diff(last, "SP", 0, _read_sram(self.backend, "sp", 0, lay.sp_window),
-                   g.sp[:lay.sp_window])
-        self._diff(last, "ACC", 0, _read_sram(self.backend, "acc", 0, lay.acc_window),
-                   g.acc[:lay.acc_window])
+        for name, space, mem in (("SP", Space.SP, g.sp), ("ACC", Space.ACC, g.acc)):
+            lo, hi = lay.window(space)
+            self._diff(last, name, lo, _read_sram(self.backend, name.lower(), lo, hi - lo),
+                       mem[lo:hi])
 
     def run(self, n: int, *, illegal_share: float = 0.0, checkpoint_every: int = 0,
             fail_fast: bool = True, final_compare: str = "all") -> None:
