@@ -335,14 +335,16 @@ PRESETS: dict[str, AccelConfig] = {
     # × 128 rows × 1 KiB (512 KiB) hold the tiny GPT compiled with prefill_mode="pim" (one
     # weight copy); 4 × 32 PIM multipliers + the 4×4 array fit the 156 DSPs. Block RAM has no
     # rows to open nor a data bus to turn around: every timing parameter is at its minimum
-    # (one column per cycle per bank), refresh nearly never.
+    # (one column per cycle per bank), refresh nearly never. Two ACC banks rather than four:
+    # half the accumulator crossbar's LUTs for one cycle per decoded token (docs/fpga.md).
     "fpga": AccelConfig(
         name="fpga", array_rows=4, array_cols=4, vector_lanes=4, dram_banks=4,
         dram_bank_groups=2, bank_rows=128, cols_per_row=32,
         timing=DramTiming(tCCD_S=1, tCCD_L=1, tRCD=1, tRP=1, tRAS=1, tRC=2, tRRD_S=1,
                           tRRD_L=1, tFAW=1, tREFI=65535, tRFC=2, tCL=2, tWR=1, tRTP=1,
                           tBURST=1),
-        sp_bytes=4 * 1024, acc_elems=8 * 1024, gbuf_bytes=256, pim_slots=64, lut_tables=8),
+        sp_bytes=4 * 1024, acc_elems=8 * 1024, acc_banks=2, gbuf_bytes=256, pim_slots=64,
+        lut_tables=8),
 }
 
 

@@ -41,6 +41,10 @@ def test_frozen():
     ({"array_cols": 0}, "array_cols must be a positive integer, not 0"),
     ({"gbuf_bytes": 48}, "gbuf_bytes must be a power of two"),
     ({"dram_bank_groups": 32}, "dram_bank_groups .32. must divide dram_banks"),
+    ({"sp_banks": 3}, "sp_banks must be a power of two dividing the SRAM's 32768 rows, not 3"),
+    ({"acc_elems": 24, "acc_banks": 4}, "acc_banks must be a power of two dividing the SRAM's 3 "
+                                        "rows, not 4"),
+    ({"acc_banks": 0}, "acc_banks must be a positive integer, not 0"),
 ])
 def test_invalid_configs_name_the_parameter(changes, message):
     with pytest.raises(ConfigError, match=message):
