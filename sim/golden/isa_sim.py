@@ -689,15 +689,13 @@ class _RaceChecker:
 
     def _check_banks(self, ins, pc, ui, vc, idx, acc) -> None:
         """Two units must not use one bank port (read port 0 or 1, write port) at once."""
+        named = [(f"read port {acc.ports.get(k, 0)}", s, a) for k, (s, a) in enumerate(acc.reads)]
+        named += [("write port", s, a) for s, a in acc.writes]
         uses = []
-        ports = [f"read port {acc.ports.get(k, 0)}" for k in range(len(acc.reads))]
-        for space_ports, lst in ((ports, acc.reads), (["write port"] * len(acc.writes),
-                                                       acc.writes)):
-            for port, (space, a) in zip(space_ports, lst, strict=True):
-                if space in self.bank_elems:
-                    a = np.asarray(a).ravel()
-                    if a.size:
-                        uses.append((space, port, np.unique(a // self.bank_elems[space])))
+        for port, space, a in named:
+            a = np.asarray(a).ravel()
+            if space in self.bank_elems and a.size:
+                uses.append((space, port, np.unique(a // self.bank_elems[space])))
         for space, port, banks in uses:
             last = self.last_bank[(space, port)]
             for v in range(len(UNITS)):
