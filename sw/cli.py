@@ -165,7 +165,7 @@ def cmd_generate(args) -> int:
     if args.trace and args.backend == "golden":
         raise LlmaccelError("--trace needs an RTL backend (verilator, icarus or amaranth)")
     _params, qm = load_model(args.checkpoint)
-    compiled = CompiledGPT(qm, cfg)
+    compiled = CompiledGPT.fitting(qm, cfg)
     backend = get_backend(args.backend, cfg, **({"trace": args.trace} if args.trace else {}))
     try:
         gen = Generator(compiled, backend)

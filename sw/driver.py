@@ -153,6 +153,10 @@ class Generator:
 
     def _prefill(self, window: list[int]) -> list:
         self.backend.load_dram(self.c.r_prompt.addr, np.asarray(window, "<i4").tobytes())
+        if self.c.host_constants:
+            # The constant table lives in ACC, not in the image: the first prefill program
+            # loads the lookup tables from it, and decode programs reuse their space after.
+            self.backend.load_acc(0, self.c.const_data)
         return self.c.prefill_programs(len(window))
 
     def generate(self, prompt: list[int], n_new: int,

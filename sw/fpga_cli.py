@@ -96,7 +96,7 @@ def cmd_board(args) -> int:
                            clock_hz=args.clock_mhz * 1e6)
     try:
         _params, qm = load_model(args.checkpoint)
-        compiled = CompiledGPT(qm, cfg, prefill_mode=args.prefill)
+        compiled = CompiledGPT.fitting(qm, cfg, prefill_mode=args.prefill)
         _say(f"loading the {len(compiled.image)}-byte DRAM image over {args.port} at "
              f"{args.baud} baud")
         res = Generator(compiled, backend).generate(
@@ -179,8 +179,10 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
     s.add_argument("--tokens", type=int, default=32, help="new tokens to generate")
     s.add_argument("--clock-mhz", type=float, default=25.0,
                    help="the core clock of the bitstream (for tokens/s and time limits)")
-    s.add_argument("--prefill", choices=("pim", "systolic"), default="pim",
-                   help="prefill mode the model is compiled for (default: %(default)s)")
+    s.add_argument("--prefill", choices=("pim", "systolic"), default=None,
+                   help="prefill mode the model is compiled for (default: systolic if its "
+                        "image fits the config's DRAM, else pim, else pim with the compact "
+                        "image of docs/compiler.md)")
     s.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
     s.add_argument("--checkpoint", help="model weights (default: the shipped tiny GPT)")
     _fpga_config_arg(s)

@@ -160,7 +160,7 @@ def profile_generation(cfg: AccelConfig, qmodel, prompt: list[int], tokens: int,
                             "the prefill)")
     be = GoldenBackend(cfg)
     runs: list = []        # (ProgramInfo, SystemReport) of every program run
-    Generator(CompiledGPT(qmodel, cfg), be,
+    Generator(CompiledGPT.fitting(qmodel, cfg), be,
               on_run=lambda info, _run: runs.append((info, be.last_report))
               ).generate(list(prompt), tokens)
     picked = [r for r in runs if r[0].kind == step]

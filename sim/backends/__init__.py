@@ -61,6 +61,10 @@ class Backend(ABC):
         """Read bytes from DRAM (host side, no simulated time)."""
 
     @abstractmethod
+    def load_acc(self, addr: int, values: np.ndarray) -> None:
+        """Write int32 ACC elements from element ``addr`` (host side, no simulated time)."""
+
+    @abstractmethod
     def run(self, base: int, *, max_cycles: int | None = None) -> BackendRun:
         """Run the program at DRAM address ``base`` until HALT, an error or the watchdog."""
 

@@ -48,6 +48,13 @@ class GoldenBackend(Backend):
     def read_dram(self, addr: int, n: int) -> bytes:
         return self.machine.read_dram(addr, n)
 
+    def load_acc(self, addr: int, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.int32).ravel()
+        if addr < 0 or addr + v.size > self.machine.acc.size:
+            raise ValueError(f"{v.size} ACC elements at {addr} do not fit the "
+                             f"{self.machine.acc.size}-element accumulator")
+        self.machine.acc[addr:addr + v.size] = v
+
     def run(self, base: int, *, max_cycles: int | None = None) -> BackendRun:
         start = next(self._starts) if self._starts is not None else self._now + HOST_GAP
         program = self.machine.dram.copy()       # what the controller fetches from

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> dict:
         r = synthesize(cfg, "ecp5", core_mhz=args.core_mhz)
         out["synth"] = r.as_json()
     _params, q = load_model()
-    compiled = CompiledGPT(q, cfg, prefill_mode="pim")
+    compiled = CompiledGPT.fitting(q, cfg, prefill_mode="pim")
     backend = get_backend(args.backend, cfg)
     try:
         res = Generator(compiled, backend).generate(list(b"def "), args.tokens)

@@ -26,9 +26,9 @@ from llmaccel.sim.golden import numerics as nx
 from llmaccel.sw.model.int8 import HEAD_SHIFT, Linear8, QuantizedGPT
 
 from .emit import Emitter, Opnd, acc, sp
-from .image import ConstTable, DramLayout, PimMatrix, gemm_tiles, write_pim_matrix
+from .image import ConstTable, DramLayout, PimMatrix, Region, gemm_tiles, write_pim_matrix
 from .memory import Op, Planner, PlanReport, Tensor
-from .program import CompileError, ProgramBuilder, Traffic
+from .program import CompileError, DramFitError, ProgramBuilder, Traffic
 
 __all__ = ["CompiledGPT", "ProgramInfo"]
 
@@ -56,14 +56,25 @@ class CompiledGPT:
 
     ``sp_limit`` / ``acc_limit`` (elements) restrict the SRAM the planner may use, to measure
     spills under tighter budgets; the default is the whole SRAM.
+
+    ``compact`` packs the image for configs whose DRAM is on-chip block RAM (the ``fpga``
+    preset, docs/fpga.md): two or more heads' keys share each 32-byte K-cache column, the DMA
+    regions share global rows, the decode program's region is sized to the longest decode
+    program, the spill area is whatever is left, and the constant table is written into ACC by
+    the host instead of being loaded from DRAM (its lookup-table data go last, so decode
+    programs reuse that space once the tables are loaded).
     """
 
     def __init__(self, q: QuantizedGPT, cfg: AccelConfig, *, sp_limit: int | None = None,
                  acc_limit: int | None = None, prefill_mode: str = "systolic",
-                 weight_chunk: int | None = None):
+                 weight_chunk: int | None = None, compact: bool = False):
         if prefill_mode not in ("systolic", "pim"):
             raise CompileError(f"prefill_mode must be 'systolic' or 'pim', not {prefill_mode!r}")
         self.prefill_mode = prefill_mode
+        self.compact = compact
+        #: compact: the constant table is not in the image; the host writes :attr:`const_data`
+        #: into ACC at element 0 before each prompt (:class:`~llmaccel.sw.driver.Generator`).
+        self.host_constants = compact
         self.q, self.cfg = q, cfg
         self.mcfg = m = q.cfg
         W = self.W = cfg.row_width
@@ -99,6 +110,23 @@ class CompiledGPT:
                                f"{cfg.name!r}: " + "; ".join(problems))
         self._build_image()
 
+    @classmethod
+    def fitting(cls, q: QuantizedGPT, cfg: AccelConfig, *, prefill_mode: str | None = None,
+                **kwargs) -> CompiledGPT:
+        """The first image that fits ``cfg``'s DRAM, in order: systolic prefill (GEMM-tile
+        weight copies), PIM prefill (one weight copy), PIM prefill with the ``compact``
+        packing (docs/compiler.md). ``prefill_mode`` fixes the mode (then only ``compact`` is
+        tried as well). Raises the last :class:`DramFitError` when none fits."""
+        modes = ("systolic", "pim") if prefill_mode is None else (prefill_mode,)
+        tries = [(mode, False) for mode in modes] + [(modes[-1], True)]
+        for mode, compact in tries[:-1]:
+            try:
+                return cls(q, cfg, prefill_mode=mode, compact=compact, **kwargs)
+            except DramFitError:
+                pass
+        mode, compact = tries[-1]
+        return cls(q, cfg, prefill_mode=mode, compact=compact, **kwargs)
+
     # =========================================================================================
     # DRAM image
     def _build_image(self) -> None:
@@ -128,6 +156,14 @@ class CompiledGPT:
         v_cols = H * kcv * -(-hd // cfg.dram_banks)
         kr = min(k_per_bank, (cfg.cols_per_row - v_cols) // (H * kck))   # K slots per row
         self.kv_shared = hd <= cfg.dram_banks and kr >= 1
+        # compact: G heads' keys share a column (head h at byte offset k_off[h]); the score
+        # MAC of head h multiplies the column by a global-buffer chunk holding q_h at that
+        # offset and zeros elsewhere, so each head still gets its own dot product.
+        G = cfg.col_bytes // hd if (self.compact and hd < cfg.col_bytes and cfg.col_bytes % hd == 0
+                                    and not self.kv_shared) else 1
+        G = G if H % G == 0 else 1
+        self.k_group = G
+        self.k_off = [(h % G) * hd for h in range(H)]
         for i in range(m.n_layer):
             if self.kv_shared:
                 row0 = lay.pim_rows(f"h.{i}.kv", -(-k_per_bank // kr))
@@ -137,9 +173,11 @@ class CompiledGPT:
                     self.pim_v[i][h] = PimMatrix(f"h.{i}.v{h}", hd, self.v_inputs, kcv, row0,
                                                  H * kr * kck + h * kcv, per_row=1)
             else:
-                for h in range(H):
-                    self.pim_k[i][h] = lay.pim_matrix(f"h.{i}.k{h}", self.k_tokens, hd,
-                                                      pack=h > 0)
+                for h0 in range(0, H, G):
+                    name = f"h.{i}.k{h0}" + (f"-{h0 + G - 1}" if G > 1 else "")
+                    mat = lay.pim_matrix(name, self.k_tokens, G * hd, pack=h0 > 0)
+                    for h in range(h0, h0 + G):
+                        self.pim_k[i][h] = mat
         for i in range(m.n_layer if not self.kv_shared else 0):
             for h in range(H):
                 self.pim_v[i][h] = lay.pim_matrix(f"h.{i}.v{h}", hd, self.v_inputs)
@@ -159,17 +197,25 @@ class CompiledGPT:
         for name, t in tile_data.items():
             self.tiles[name] = lay.region(f"tiles.{name}", t.size)
 
-        # Embedding tables: row-major for the gathers, wpe also transposed for prefill.
-        self.r_wte = lay.region("wte", V * d)
-        self.r_wpe = lay.region("wpe", ctx * d)
-        self.r_wpeT = lay.region("wpeT", ctx * d)
+        # Embedding tables: row-major for the gathers, wpe also transposed for systolic
+        # prefill.
+        pk = compact = self.compact
+        self.r_wte = lay.region("wte", V * d, packed=pk)
+        self.r_wpe = lay.region("wpe", ctx * d, packed=pk)
+        self.r_wpeT = lay.region("wpeT", ctx * d, packed=pk) \
+            if self.prefill_mode == "systolic" else None
 
-        # Constants.
+        # Constants. compact: the lookup tables' data last, after the token row, so that
+        # programs which do not load the tables may use that space (see _planner).
         ct = self.consts = ConstTable(cfg)
-        ct.add("lut.exp", q.exp_lut)
+        luts = [("lut.exp", q.exp_lut)] + [(f"h.{i}.lut.gelu", L.gelu_lut)
+                                           for i, L in enumerate(q.layers)]
+        if not compact:
+            ct.add(*luts[0])
         for i, L in enumerate(q.layers):
             p = f"h.{i}."
-            ct.add(p + "lut.gelu", L.gelu_lut)
+            if not compact:
+                ct.add(*luts[1 + i])
             for name, lin in (("qkv", L.qkv), ("proj", L.proj), ("fc", L.fc),
                               ("proj2", L.proj2)):
                 ct.add(p + name + ".bias", lin.bias)
@@ -180,26 +226,52 @@ class CompiledGPT:
         ct.add("ln_f.g", q.ln_f.gamma_m)
         ct.add("ln_f.b", q.ln_f.beta)
         ct.add("head.m", q.head_m)
-        const = ct.data()
-        self.r_const = lay.region("const", const.nbytes)
-        self.const_elems = ct.size
         # The token row: argmax results land here; gathers read their index from here.
-        self.tok_row = self.const_elems
+        self.tok_row = ct.size
         self.last_token_elem = self.tok_row
-        self.acc_base = self.const_elems + W
+        if compact:
+            ct.add("token", np.zeros(W, dtype=np.int64))
+            self.lut_elem = ct.size
+            for lut in luts:
+                ct.add(*lut)
+        const = self.const_data = ct.data()
+        self.const_elems = ct.size
+        #: First ACC element the planner may use in a program that loads the lookup tables
+        #: (``acc_base``) and in one that does not (``acc_base_resident``).
+        self.acc_base = self.const_elems + (0 if compact else W)
+        self.acc_base_resident = self.lut_elem if compact else self.acc_base
+        self.r_const = None if self.host_constants else lay.region("const", const.nbytes)
 
-        # I/O and programs.
-        self.r_prompt = lay.region("prompt", 4 * ctx)
-        self.r_out = lay.region("tokens", 4 * (ctx + 1))
-        est_prefill = self._estimate_instructions(ctx) if self.prefill_mode == "systolic" \
-            else 64
-        self.r_prog = lay.region("program.prefill", est_prefill * INSTR_BYTES)
-        self.r_dprog = lay.region("program.decode", self._estimate_decode() * INSTR_BYTES)
-        # Spill area: whatever DRAM is left (the planner only needs it under tight SRAM).
+        # I/O and programs (the prefill program exists only for systolic prefill: pim-mode
+        # prefill runs decode programs).
+        self.r_prompt = lay.region("prompt", 4 * ctx, packed=pk)
+        self.r_out = lay.region("tokens", 4 * (ctx + 1), packed=pk)
+        self.r_prog = lay.region("program.prefill", self._estimate_instructions(ctx)
+                                 * INSTR_BYTES, packed=pk) \
+            if self.prefill_mode == "systolic" else None
+        if compact:
+            # Sized to the longest decode program: compile the longest ones (the start of
+            # each 32-token chunk of the KV cache masks the most score rows; with the
+            # prompt-token load, and the table loads at position 0 where prefill does them)
+            # into a provisional region, with no spill area.
+            top = cfg.bank_rows * lay.grow_bytes
+            self.r_dprog = Region("program.decode", lay._tail, 1 << 30)
+            self.r_spill = Region("spill", top, 0)
+            n = max(self.decode(t, prompt_token=True, load_constants=t == 0).n_instructions
+                    for t in range(0, ctx, 32))
+            self.r_dprog = lay.region("program.decode", n * INSTR_BYTES, packed=True)
+        else:
+            self.r_dprog = lay.region("program.decode", self._estimate_decode() * INSTR_BYTES)
+        # Spill area: whatever DRAM is left (the planner only needs it under tight SRAM);
+        # at least one global row unless compact.
         lay.check()
         spare = (cfg.bank_rows - lay.next_row) * lay.grow_bytes
-        self.r_spill = lay.region("spill", max(lay.grow_bytes,
-                                               min(spare, 4 * cfg.acc_elems + cfg.sp_bytes)))
+        if compact:
+            self.r_spill = lay.regions["spill"] = Region(
+                "spill", self.r_dprog.end, cfg.bank_rows * lay.grow_bytes - self.r_dprog.end)
+        else:
+            self.r_spill = lay.region("spill", max(lay.grow_bytes,
+                                                   min(spare, 4 * cfg.acc_elems + cfg.sp_bytes)))
 
         lay.check()
         img = np.zeros(cfg.dram_bytes, dtype=np.uint8)
@@ -214,9 +286,11 @@ class CompiledGPT:
             img[r.addr:r.addr + t.size] = t.view(np.uint8).ravel()
         img[self.r_wte.addr:self.r_wte.end] = q.wte_e.view(np.uint8).ravel()
         img[self.r_wpe.addr:self.r_wpe.end] = q.wpe_e.view(np.uint8).ravel()
-        img[self.r_wpeT.addr:self.r_wpeT.end] = np.ascontiguousarray(q.wpe_e.T) \
-            .view(np.uint8).ravel()
-        img[self.r_const.addr:self.r_const.end] = const.view(np.uint8)
+        if self.r_wpeT is not None:
+            img[self.r_wpeT.addr:self.r_wpeT.end] = np.ascontiguousarray(q.wpe_e.T) \
+                .view(np.uint8).ravel()
+        if self.r_const is not None:
+            img[self.r_const.addr:self.r_const.end] = const.view(np.uint8)
         self.image = img
 
     def _estimate_instructions(self, P: int) -> int:
@@ -239,20 +313,40 @@ class CompiledGPT:
         e = Emitter(self.cfg, b)
         return b, e
 
-    def _planner(self, b: ProgramBuilder, *, spread_banks: bool = False) -> Planner:
-        return Planner(self.cfg, b, acc_base=self.acc_base, sp_limit=self.sp_limit,
+    def _planner(self, b: ProgramBuilder, *, spread_banks: bool = False,
+                 loads_tables: bool = True) -> Planner:
+        base = self.acc_base if loads_tables else self.acc_base_resident
+        return Planner(self.cfg, b, acc_base=base, sp_limit=self.sp_limit,
                        acc_limit=self.acc_limit, spill_addr=self.r_spill.addr,
                        spill_bytes=self.r_spill.nbytes, spread_banks=spread_banks)
 
     def _emit_constants(self, e: Emitter) -> None:
-        """Bring the constant table into ACC (it stays resident for later programs) and load
-        the lookup tables from it."""
+        """Bring the constant table into ACC (it stays resident for later programs; with
+        ``host_constants`` the host has written it) and load the lookup tables from it."""
         W = self.W
-        e.load(Space.ACC, dram=self.r_const.addr, dram_stride=4 * W, sram=0, sram_stride=W,
-               rows=self.const_elems // W, length=W)
+        if not self.host_constants:
+            e.load(Space.ACC, dram=self.r_const.addr, dram_stride=4 * W, sram=0,
+                   sram_stride=W, rows=self.const_elems // W, length=W)
         e.lutld(LUT_EXP, self._c("lut.exp"))
         for i in range(self.mcfg.n_layer):
             e.lutld(1 + i, self._c(f"h.{i}.lut.gelu"))
+
+    def _gbuf_gaps(self) -> list[tuple[int, int]]:
+        """Global-buffer byte ranges ``[lo, hi)`` that decode's score chunks must hold zeros
+        in: with G heads' keys per column, chunk h holds q_h at ``k_off[h]`` and zeros at the
+        other heads' offsets (none when G = 1). Adjacent ranges are merged."""
+        m, cb = self.mcfg, self.cfg.col_bytes
+        hd, G = m.head_dim, self.k_group
+        gaps: list[tuple[int, int]] = []
+        for h in range(m.n_head if G > 1 else 0):
+            for j in range(G):
+                if j * hd != self.k_off[h]:
+                    lo = h * cb + j * hd
+                    if gaps and gaps[-1][1] == lo:
+                        gaps[-1] = (gaps[-1][0], lo + hd)
+                    else:
+                        gaps.append((lo, lo + hd))
+        return gaps
 
     @staticmethod
     def _check_size(b: ProgramBuilder, region, kind: str) -> None:
@@ -500,13 +594,14 @@ class CompiledGPT:
                 for fb in range(d // W):
                     e.trans(sp(a(dst) + fb * Pp * W, W * W),
                             sp(a(qkv) + (sec * d + fb * W) * W, 3 * d * W), nb)
-            # K cache: token t of head h at output t of pim_k[i][h] (hd bytes).
+            # K cache: token t of head h at output t of pim_k[i][h] (hd bytes from k_off[h]).
             for fb in range(d // W):
                 h, off = divmod(fb * W, hd)
                 mat = self.pim_k[i][h]
                 for t0 in range(0, P, cfg.dram_banks):
                     n_tok = min(cfg.dram_banks, P - t0)
-                    e.store(Space.SP, dram=mat.addr(t0, cfg, off), dram_stride=cfg.row_bytes,
+                    e.store(Space.SP, dram=mat.addr(t0, cfg, self.k_off[h] + off),
+                            dram_stride=cfg.row_bytes,
                             sram=a(kcb) + fb * Pp * W + t0 * W, sram_stride=W, rows=n_tok,
                             length=W)
             # V cache: feature j of head h is output j of pim_v[i][h]; tokens along its bytes.
@@ -586,7 +681,7 @@ class CompiledGPT:
         b, e = self._setup_program()
         # A decode step's tensors are small: spreading them over the SRAM banks costs no
         # spills and lets units that overlap use different banks (docs/compiler.md).
-        plan = self._planner(b, spread_banks=True)
+        plan = self._planner(b, spread_banks=True, loads_tables=load_constants)
 
         def tensor(name, space, elems):
             return Tensor(name, space, -(-elems // W) * W)
@@ -627,9 +722,15 @@ class CompiledGPT:
             e.vec(Opcode.VMUL, acc(a(tmp), W), sp(a(xp), W), rd, mode=Src2Mode.IMM,
                   imm=q.pos_m)
             e.vec(Opcode.VADD, acc(a(x), W), acc(a(x), W), rd, src2=acc(a(tmp), W))
+            if kz is not None:      # zeros for the score chunks' other-head bytes
+                e.vec(Opcode.VMUL, sp(a(kz), W), acc(a(x), 0), kz.elems // W,
+                      mode=Src2Mode.IMM, imm=0)
         scr = tensor("ln.scratch", Space.ACC, 2 * d)
         scl = tensor("ln.scalars", Space.ACC, 4 * W)
-        ops.append(Op("embed", [], [x, xe, xp, tmp, scr, scl], emit_embed))
+        gaps = self._gbuf_gaps()
+        kz = tensor("k.zeros", Space.SP, max(g1 - g0 for g0, g1 in gaps)) if gaps else None
+        keep = [x, scr, scl] + ([kz] if kz is not None else [])    # live across layers
+        ops.append(Op("embed", [], [xe, xp, tmp, *keep], emit_embed))
 
         def gemv(mat: PimMatrix, inp_sp: int, n_in: int, out_acc: int,
                  then: PimMatrix | None = None) -> None:
@@ -661,23 +762,27 @@ class CompiledGPT:
             po = tensor(p + "proj.acc", Space.ACC, d)
 
             def emit_attn(a, i=i, L=L, p=p, a1=a1, qkv_acc=qkv_acc, qkv=qkv, sc=sc, pi=pi,
-                          pr=pr, sms=sms, oacc=oacc, att=att, po=po):
+                          pr=pr, sms=sms, oacc=oacc, att=att, po=po, kz=kz):
                 self._layernorm(e, L.ln1, p + "ln1", x=acc(a(x), W), out=sp(a(a1), W),
                                 rows=rd, scratch=a(scr), scal=a(scl), packed=True)
                 gemv(self.pim_qkv[i], a(a1), d, a(qkv_acc))
                 self._requant(e, L.qkv, p + "qkv", src=acc(a(qkv_acc), W),
                               dst=sp(a(qkv), W), rows=3 * d // W, packed=True)
-                # append k of position t to the K cache: one store for all heads when the
-                # heads' K matrices sit at a constant DRAM stride (they share a row)
-                k_addrs = [self.pim_k[i][h].addr(t, cfg) for h in range(H)]
-                k_step = k_addrs[1] - k_addrs[0] if H > 1 else 0
-                if all(k_addrs[h] == k_addrs[0] + h * k_step for h in range(H)):
+                # append k of position t to the K cache (G heads' keys per column): one
+                # store for all heads when the K matrices sit at a constant DRAM stride (they
+                # share a row)
+                G = self.k_group
+                k_addrs = [self.pim_k[i][h].addr(t, cfg) for h in range(0, H, G)]
+                n_k = len(k_addrs)
+                k_step = k_addrs[1] - k_addrs[0] if n_k > 1 else 0
+                if all(k_addrs[j] == k_addrs[0] + j * k_step for j in range(n_k)):
                     e.store(Space.SP, dram=k_addrs[0], dram_stride=k_step,
-                            sram=a(qkv) + d, sram_stride=hd, rows=H, length=hd)
+                            sram=a(qkv) + d, sram_stride=G * hd, rows=n_k, length=G * hd)
                 else:
-                    for h in range(H):
-                        e.store(Space.SP, dram=k_addrs[h], dram_stride=0,
-                                sram=a(qkv) + d + h * hd, sram_stride=0, rows=1, length=hd)
+                    for j in range(n_k):
+                        e.store(Space.SP, dram=k_addrs[j], dram_stride=0,
+                                sram=a(qkv) + d + j * G * hd, sram_stride=0, rows=1,
+                                length=G * hd)
                 # All heads' scores first (the K-cache row stays open across heads), then all
                 # softmaxes, then all P·V products (the V-cache row stays open): at most two
                 # row switches per layer for attention (one where K and V share a row). Each
@@ -686,7 +791,9 @@ class CompiledGPT:
                 rk = n_keys // W
                 ks, vs = n_keys // B, -(-hd // B)
                 for h in range(H):
-                    e.wrgb(a(qkv) + h * hd, h * cfg.col_bytes, hd)
+                    e.wrgb(a(qkv) + h * hd, h * cfg.col_bytes + self.k_off[h], hd)
+                for g0, g1 in self._gbuf_gaps():      # the other heads' bytes read zeros
+                    e.wrgb(a(kz), g0, g1 - g0)
                 # Row by row over the heads, the V row (shared with the first keys) last.
                 v_row = self.pim_v[i][0].row0
                 segs = [(row != v_row, row, h, col, ncols, kc, slot) for h in range(H)
@@ -766,7 +873,7 @@ class CompiledGPT:
                 o = acc(a(po), W)
                 self._requant(e, L.proj, p + "proj", src=o, dst=o, rows=rd, packed=True)
                 e.vec(Opcode.VADD, acc(a(x), W), acc(a(x), W), rd, src2=o)
-            ops.append(Op(p + "attention", [x, scr, scl],
+            ops.append(Op(p + "attention", keep,
                           [a1, qkv_acc, qkv, sc, pi, pr, sms, oacc, att, po, x], emit_attn))
 
             a2 = tensor(p + "ln2.out", Space.SP, d)

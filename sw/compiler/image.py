@@ -23,7 +23,7 @@ import numpy as np
 
 from llmaccel.hw.config import AccelConfig
 
-from .program import CompileError
+from .program import CompileError, DramFitError
 
 __all__ = ["ConstTable", "DramLayout", "PimMatrix", "Region", "gemm_tiles"]
 
@@ -142,6 +142,7 @@ class DramLayout:
     usage: dict = field(default_factory=dict)
     _pim_row: int = -1
     _pim_col: int = 0
+    _tail: int | None = None      # end of the last region (None after a PIM matrix)
 
     @property
     def grow_bytes(self) -> int:
@@ -161,18 +162,29 @@ class DramLayout:
         if self.next_row > self.cfg.bank_rows:
             top = sorted(self.usage.items(), key=lambda kv: -kv[1])[:4]
             parts = ", ".join(f"{k} {v}" for k, v in top)
-            raise CompileError(
+            raise DramFitError(
                 f"the model does not fit the configured DRAM: it needs {need} bytes but config "
                 f"{self.cfg.name!r} has {self.cfg.dram_bytes} (short by "
                 f"{need - self.cfg.dram_bytes} bytes; largest parts in bytes: {parts}); use a "
                 f"config with more bank_rows or banks")
 
-    def region(self, name: str, nbytes: int) -> Region:
-        """A contiguous byte region starting on a global-row boundary."""
-        rows = max(1, -(-nbytes // self.grow_bytes))
-        r = self._take_rows(rows, name)
-        reg = Region(name, r * self.grow_bytes, nbytes)
+    def region(self, name: str, nbytes: int, *, packed: bool = False) -> Region:
+        """A contiguous byte region starting on a global-row boundary, or, ``packed``, right
+        after the previous region (column-aligned: a DMA burst never straddles two regions),
+        taking new global rows only as far as it reaches."""
+        if packed and self._tail is not None:
+            addr = -(-self._tail // self.cfg.col_bytes) * self.cfg.col_bytes
+            top = self.next_row * self.grow_bytes
+            extra = max(0, -(-(addr + nbytes - top) // self.grow_bytes))
+            prior = self.usage.get(name, 0)
+            self._take_rows(extra, name)
+            self.usage[name] = prior + nbytes      # bytes, not rows: it shares its rows
+        else:
+            rows = max(1, -(-nbytes // self.grow_bytes))
+            addr = self._take_rows(rows, name) * self.grow_bytes
+        reg = Region(name, addr, nbytes)
         self.regions[name] = reg
+        self._tail = reg.end
         self._pim_row = -1   # PIM packing never shares a row with a DMA region
         return reg
 
@@ -200,6 +212,7 @@ class DramLayout:
             else:
                 self._pim_row = -1
         self.pim[name] = m
+        self._tail = None
         return m
 
     def pim_rows(self, name: str, n: int) -> int:
@@ -207,6 +220,7 @@ class DramLayout:
         them); returns the first."""
         row0 = self._take_rows(n, name)
         self._pim_row = -1
+        self._tail = None
         return row0
 
     @property

@@ -33,6 +33,10 @@ class CompileError(LlmaccelError):
     """A model or request the compiler cannot lower onto the configured accelerator."""
 
 
+class DramFitError(CompileError):
+    """The model's DRAM image is larger than the configured DRAM."""
+
+
 @dataclass(frozen=True)
 class Access:
     """A half-open element range ``[lo, hi)`` of one memory: ``"SP"``, ``"ACC"`` (elements) or

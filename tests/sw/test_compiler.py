@@ -11,7 +11,7 @@ from llmaccel.sw.compiler import CompiledGPT, CompileError
 from llmaccel.sw.driver import Generator
 from llmaccel.sw.model.corpus import train_split
 from llmaccel.sw.model.gpt import GPTConfig, init_params
-from llmaccel.sw.model.int8 import generate_int8, quantize_model
+from llmaccel.sw.model.int8 import forward_int8, generate_int8, quantize_model
 
 CFG = preset("default")
 
@@ -163,3 +163,65 @@ def test_builder_orders_two_units_on_one_sram_bank_port():
                src1={"space": Space.SP, "addr": 0, "stride": W},
                src2={"mode": Src2Mode.IMM}, imm=0, rows=1)
         assert store(b, sram).wait == wait
+
+
+# --- compact images (block-RAM DRAM: the fpga preset) ----------------------------------------
+# Eight banks: a head's 16-byte keys get their own K cache (with 16 banks they share rows with
+# the V cache), which compact packs two heads to a 32-byte column.
+CFG8 = CFG.replace(dram_banks=8)
+
+def test_compact_image_gives_the_reference_tokens_across_a_window_slide(qmodel):
+    """compact packs two heads' keys per K-cache column, shares rows between DMA regions and
+    has the host write the constant table into ACC. Generating past the context makes the
+    driver slide the window and prefill again, which reloads the lookup tables from a constant
+    table that decode programs have overwritten since: the host must write it again."""
+    c = CompiledGPT(qmodel, CFG8, compact=True)
+    hd = qmodel.cfg.head_dim
+    assert c.k_group == CFG8.col_bytes // hd == 2 and c.r_const is None and c.r_wpeT
+    assert c.layout.bytes_used < CompiledGPT(qmodel, CFG8).layout.bytes_used
+    n_ctx = qmodel.cfg.n_ctx
+    prompt = list(bytes(range(32, 127)) * 2)[:n_ctx - 2]
+    be = get_backend("golden", CFG8)
+    res = Generator(c, be).generate(prompt, 4)
+    ref = generate_int8(qmodel, prompt, 4)
+    assert res.tokens == ref[len(prompt):]
+    assert [s.kind for s in res.steps] == ["prefill", "decode", "decode", "prefill"]
+    # Every key in the cache, head h at byte k_off[h] of its token's column, as the reference
+    # computes it for the last window (tokens can agree by luck while keys are misplaced).
+    seq = (prompt + ref[len(prompt):])[-n_ctx - 1:-1]
+    rec: dict = {}
+    forward_int8(qmodel, seq, record=rec)
+    d, H = qmodel.cfg.d_model, qmodel.cfg.n_head
+    dram = be.state()["dram"]
+    for i in range(qmodel.cfg.n_layer):
+        keys = rec[f"h.{i}.qkv"][:, d:2 * d]
+        for h in range(H):
+            got = [dram[a:a + hd] for a in (c.pim_k[i][h].addr(t, CFG8, c.k_off[h])
+                                            for t in range(len(seq)))]
+            np.testing.assert_array_equal(np.array(got).view(np.int8),
+                                          keys[:, h * hd:(h + 1) * hd])
+
+
+def test_compact_score_chunks_hold_zeros_at_the_other_heads_offsets(qmodel):
+    c = CompiledGPT(qmodel, CFG8, compact=True)
+    hd, cb = qmodel.cfg.head_dim, CFG.col_bytes
+    assert c.k_off == [0, hd, 0, hd]
+    # chunk h holds q_h at k_off[h]: zeros between q0 and q1 (bytes 16..47) and q2 and q3
+    assert c._gbuf_gaps() == [(hd, cb + hd), (2 * cb + hd, 3 * cb + hd)]
+    assert CompiledGPT(qmodel, CFG8)._gbuf_gaps() == []
+    # with 16 banks a head's keys share rows with its values instead (no packing)
+    assert CompiledGPT(qmodel, CFG, compact=True).k_group == 1
+
+
+def test_fpga_preset_decodes_every_position_of_the_context_in_its_dram(qmodel):
+    """The fpga preset's on-chip DRAM holds the compact image with the whole KV cache, and
+    decode compiles at every position (PIM slots, global-buffer chunks and ACC suffice) into
+    the program region sized for the longest one."""
+    cfg = preset("fpga")
+    c = CompiledGPT(qmodel, cfg, prefill_mode="pim", compact=True)
+    assert c.layout.bytes_used <= cfg.dram_bytes
+    assert c.r_spill.end <= cfg.dram_bytes
+    for t in range(qmodel.cfg.n_ctx):
+        info = c.decode(t, prompt_token=t % 2 == 0, load_constants=t == 0)
+        assert info.plan.spills == 0
+        assert len(info.binary) <= c.r_dprog.nbytes
