@@ -113,7 +113,9 @@ class AccelConfig:
         the previous one drains). When false, folds run one after another and a GEMM takes exactly
         the SCALE-Sim cycle count.
     dram_banks, dram_bank_groups, bank_rows, cols_per_row, col_bytes:
-        DRAM organisation (one channel). ``col_bytes`` is fixed at 32 (256-bit columns).
+        DRAM organisation (one channel). ``col_bytes`` is fixed at 32 (256-bit columns). Banks,
+        bank groups and columns are powers of two; ``bank_rows`` may be any count (the row is
+        the top field of an address, so ``dram_bytes`` is then not a power of two).
     timing:
         :class:`DramTiming`.
     sp_bytes, acc_elems:
@@ -251,7 +253,9 @@ class AccelConfig:
                 raise ConfigError(f"{name} must be a positive integer, not {v!r}")
         if not isinstance(self.timing, DramTiming):
             raise ConfigError(f"timing must be a DramTiming, not {self.timing!r}")
-        for name in ("array_rows", "array_cols", "dram_banks", "dram_bank_groups", "bank_rows",
+        # bank_rows need not be a power of two: the row is the most significant field of a
+        # DRAM address, so fewer rows only lower the top of the address space (dram_bytes).
+        for name in ("array_rows", "array_cols", "dram_banks", "dram_bank_groups",
                      "cols_per_row", "vector_lanes"):
             if not _is_pow2(getattr(self, name)):
                 raise ConfigError(f"{name} must be a power of two, not {getattr(self, name)!r}")

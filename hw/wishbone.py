@@ -54,7 +54,9 @@ class Wishbone(wiring.Component):
     advances MEM_ADDR: DRAM by 4 bytes (the low two address bits are ignored), SP by 4 int8
     elements (four per word, little-endian, the low two bits ignored), ACC by one int32
     element. SRAM writes take effect at once; DRAM goes through the channel's backdoor (no
-    timing).
+    timing; only while the machine is not running, as it takes the banks' ports from the
+    channel's scheduler). DRAM addresses at or above ``cfg.dram_bytes`` read as zero and
+    ignore writes.
 
     Parameters
     ----------
@@ -148,11 +150,14 @@ class Wishbone(wiring.Component):
         word_in_col = mem_addr[2:5]
         lane = mem_addr[:lw] if lw else 0
         row = mem_addr[lw:]
+        # Compared in full rather than truncated to the column address: the top of DRAM need
+        # not be a power of two (AccelConfig.bank_rows), and no address may wrap around.
+        in_dram = mem_addr < cfg.dram_bytes
         dh = self.dram
         m.d.comb += [
             dh.addr.eq(mem_addr[5:5 + col_bits]),
-            dh.re.eq(mem_go & ~bus.we & is_dram),
-            dh.we.eq(mem_go & bus.we & is_dram),
+            dh.re.eq(mem_go & ~bus.we & is_dram & in_dram),
+            dh.we.eq(mem_go & bus.we & is_dram & in_dram),
             dh.wmask.eq(bus.sel << (word_in_col * 4)),
         ]
         for k in range(cb // 4):
@@ -198,8 +203,9 @@ class Wishbone(wiring.Component):
         mem_rd = Signal()
         r_sel = Signal(2)
         r_addr = Signal(5)
+        r_in_dram = Signal()
         m.d.sync += [rdata.eq(reg_val), mem_rd.eq(mem_go & ~bus.we), r_sel.eq(mem_sel),
-                     r_addr.eq(mem_addr[:5])]
+                     r_addr.eq(mem_addr[:5]), r_in_dram.eq(in_dram)]
         dram_word = Signal(32)
         m.d.comb += dram_word.eq(dh.rdata.as_value().word_select(r_addr[2:5], 32))
         sp_word = Signal(32)
@@ -212,7 +218,7 @@ class Wishbone(wiring.Component):
         m.d.comb += acc_word.eq(self.acc_rd.data.as_value().word_select(r_lane, 32))
         with m.If(mem_rd), m.Switch(r_sel):
             with m.Case(HostMem.DRAM):
-                m.d.comb += bus.dat_r.eq(dram_word)
+                m.d.comb += bus.dat_r.eq(Mux(r_in_dram, dram_word, 0))
             with m.Case(HostMem.SP):
                 m.d.comb += bus.dat_r.eq(sp_word)
             with m.Case(HostMem.ACC):

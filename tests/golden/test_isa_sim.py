@@ -344,6 +344,55 @@ def test_reserved_bit_reports_its_pc():
     assert res.error is ErrorCode.RESERVED_BITS and res.error_pc == 0
 
 
+# A DRAM whose row count is not a power of two: its top is 48 rows × 4 banks × 1 KiB.
+ROWS48 = CFG.replace(name="rows48", bank_rows=48)
+TOP = ROWS48.dram_bytes
+
+
+def test_top_row_of_a_non_power_of_two_dram():
+    m = GoldenMachine(ROWS48)
+    rng = np.random.default_rng(7)
+    m.dram[TOP - 64:] = rng.integers(0, 256, 64, dtype=np.uint8)
+    m.gbuf[:] = rng.integers(-128, 128, m.gbuf.size)
+    top_row = m.dram[TOP - 64:].copy()
+    m.load_dram(0, to_binary(assemble(
+        f"dma_load dram_addr={TOP - 64} rows=1 len=64\n"
+        f"dma_store dram_addr={TOP - 128} sram_addr=0 rows=1 len=64 wait=load\n"
+        f"pim_mac row=47 col={ROWS48.cols_per_row - 2} ncols=2 kc=2 slot=0\nhalt")))
+    res = m.run(0)
+    assert res.ok, res.message
+    np.testing.assert_array_equal(m.sp[:64].view(np.uint8), top_row)
+    np.testing.assert_array_equal(m.dram[TOP - 128:TOP - 64], top_row)
+    assert ROWS48.dram_map(TOP - 64) == (ROWS48.dram_banks - 1, 47, ROWS48.cols_per_row - 2, 0)
+    assert m.pacc[:, 0].any()
+
+
+@pytest.mark.parametrize(("text", "code"), [
+    (f"dma_load dram_addr={TOP - 63} rows=1 len=64", ErrorCode.DRAM_RANGE),
+    (f"dma_load dram_addr={TOP - 64} dram_stride=64 rows=2 len=1", ErrorCode.DRAM_RANGE),
+    (f"dma_store dram_addr={TOP - 8} rows=1 len=9", ErrorCode.DRAM_RANGE),
+    (f"dma_gather dram_addr={TOP - 64} idx_addr=0 idx_scale=64 rows=1 len=1",
+     ErrorCode.DRAM_RANGE),
+    ("pim_mac row=48 ncols=1 kc=1", ErrorCode.PIM_RANGE),
+])
+def test_just_above_the_top_of_a_non_power_of_two_dram_is_an_error(text, code):
+    m = GoldenMachine(ROWS48)
+    m.acc[0] = 1
+    m.load_dram(0, to_binary(assemble(f"{text}\nhalt")))
+    before = m.state()
+    res = m.run(0)
+    assert (res.error, res.error_pc) == (code, 0)
+    for k, v in m.state().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_program_running_off_the_top_of_a_non_power_of_two_dram():
+    m = GoldenMachine(ROWS48)
+    m.load_dram(TOP - 64, to_binary(assemble("nop\nnop")))
+    res = m.run(TOP - 64)
+    assert (res.error, res.error_pc) == (ErrorCode.PC_RANGE, TOP)
+
+
 def test_watchdog_stops_a_program_without_halt():
     m = machine()
     m.load_dram(0, to_binary(assemble("nop\n" * 10)))

@@ -404,6 +404,83 @@ def test_errors_mid_program(case, seed):
                   image_size=size, expect="error", expect_error=want)
 
 
+# A DRAM whose row count is not a power of two: 48 rows, so its top is 192 KiB.
+ROWS48 = CFG.replace(name="rows48", bank_rows=48)
+
+
+@pytest.mark.parametrize("case", ["ok", "dma_load", "dma_store", "gather", "pim_mac",
+                                  "pc_range"])
+def test_top_of_a_non_power_of_two_dram(case, seed):
+    """Programs in the top row of the last bank: DMA and PIM there work; an access just above
+    the top fails with the golden model's error, at its PC."""
+    rng = np.random.default_rng(seed)
+    top = ROWS48.dram_bytes
+    acc = np.zeros(ROWS48.acc_elems, np.int32)
+    acc[0] = 1
+    head = [f"dma_load space=sp dram_addr={top - 512} rows=1 len=64"]
+    bad = {
+        "dma_load": (f"dma_load space=sp dram_addr={top - 63} rows=1 len=64",
+                     ErrorCode.DRAM_RANGE),
+        "dma_store": (f"dma_store space=sp dram_addr={top - 8} sram_addr=0 rows=1 len=9 "
+                      "wait=load", ErrorCode.DRAM_RANGE),
+        "gather": (f"dma_gather space=sp dram_addr={top - 64} sram_addr=128 rows=1 len=1 "
+                   "idx_addr=0 idx_scale=64", ErrorCode.DRAM_RANGE),
+        "pim_mac": ("pim_mac row=48 ncols=1 kc=1", ErrorCode.PIM_RANGE),
+    }
+    if case == "ok":
+        lines = [*head,
+                 f"dma_store space=sp dram_addr={top - 384} sram_addr=0 rows=1 len=64 "
+                 "wait=load",
+                 "pim_wrgb sram_addr=0 gb_addr=0 len=64 wait=load",
+                 f"pim_mac row=47 col=0 ncols={ROWS48.cols_per_row // 2} kc=2 slot=0",
+                 "pim_read slot=0 nslots=4 sram_addr=256",
+                 "halt"]
+        expect, want = "done", ErrorCode.NONE
+    elif case == "pc_range":
+        lines, expect, want = [*head, "nop"], "error", ErrorCode.PC_RANGE
+    else:
+        lines = [*head, bad[case][0], "halt"]
+        expect, want = "error", bad[case][1]
+    prog = _asm(*lines)
+    base = top - 32 * len(prog)
+    data_at = top - ROWS48.dram_banks * ROWS48.row_bytes     # row 47 of every bank
+    _, rtl, _ = check_program(ROWS48, prog, data={data_at: _bytes(rng, base - data_at)},
+                              acc=acc, base=base, image_size=top, expect=expect,
+                              expect_error=want)
+    if case == "ok":
+        assert rtl.counters["pim_macs"] > 0 and rtl.counters["dram_write_bytes"] == 64
+
+
+@pytest.mark.parametrize("cfg", [CFG, ROWS48], ids=["tiny", "rows48"])
+def test_memory_window_at_the_top_of_dram(cfg, seed):
+    """The DRAM window's last word works; addresses at and above the top read as zero and
+    ignore writes, also those whose low bits name a column (no wrap-around)."""
+    rng = random.Random(seed)
+    top = cfg.dram_bytes
+    image = bytearray(top)
+    image[:8] = rng.randbytes(8)
+    image[top - 8:] = rng.randbytes(8)
+    dut = Accelerator(cfg, image=bytes(image))
+    wrap = 1 << (top - 1).bit_length()          # aliases column 0 if addresses were truncated
+
+    async def tb(ctx):
+        b = Bus(ctx, dut.bus)
+        last = int.from_bytes(image[top - 4:], "little")
+        assert await b.read_mem(HostMem.DRAM, top - 4, 2) == [last, 0]
+        await b.write_mem(HostMem.DRAM, top - 4, [0x01234567, 0x89ABCDEF])
+        await b.write_mem(HostMem.DRAM, wrap, [0x55AA55AA])
+        assert await b.read(Reg.MEM_ADDR) == wrap + 4
+        assert await b.read_mem(HostMem.DRAM, top - 8, 3) == [
+            int.from_bytes(image[top - 8:top - 4], "little"), 0x01234567, 0]
+        assert await b.read_mem(HostMem.DRAM, wrap, 1) == [0]
+        assert await b.read_mem(HostMem.DRAM, 0, 1) == [int.from_bytes(image[:4], "little")]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-9)
+    sim.add_testbench(tb)
+    sim.run()
+
+
 @pytest.fixture(scope="module")
 def tiny_gpt():
     from llmaccel.sw.compiler import CompiledGPT

@@ -187,9 +187,14 @@ def _work(cfg: AccelConfig, word: int) -> int:
     return 0
 
 
-@pytest.mark.parametrize("name", ["tiny", "default"])
+# "rows48": a DRAM whose row count is not a power of two (its top is not one either).
+CHECKER_CONFIGS = {"tiny": preset("tiny"), "default": preset("default"),
+                   "rows48": preset("tiny").replace(name="rows48", bank_rows=48)}
+
+
+@pytest.mark.parametrize("name", list(CHECKER_CONFIGS))
 def test_checker_matches_golden(name, seed):
-    cfg = preset(name)
+    cfg = CHECKER_CONFIGS[name]
     rng = random.Random(seed)
     n = 2500 if name == "tiny" else 800
     words = [random_word(rng, cfg) for _ in range(n)]

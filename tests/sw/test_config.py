@@ -83,6 +83,20 @@ def test_dram_mapping_is_row_bank_col_byte():
         cfg.dram_addr(16, 0)
 
 
+def test_bank_rows_need_not_be_a_power_of_two():
+    # The row is the top field of an address: 48 rows end DRAM at 48 · banks · row_bytes.
+    cfg = preset("tiny").replace(bank_rows=48)
+    assert cfg.dram_bytes == 48 * cfg.dram_banks * cfg.row_bytes == 196608
+    top = cfg.dram_bytes - 1
+    assert cfg.dram_map(top) == (cfg.dram_banks - 1, 47, cfg.cols_per_row - 1, 31)
+    assert cfg.dram_addr(cfg.dram_banks - 1, 47, cfg.cols_per_row - 1, 31) == top
+    with pytest.raises(ConfigError, match="outside"):
+        cfg.dram_map(cfg.dram_bytes)
+    with pytest.raises(ConfigError, match=r"row 48 is outside 0\.\.47"):
+        cfg.dram_addr(0, 48)
+    assert preset("fpga").replace(bank_rows=80).dram_bytes == 80 * 4 * 1024
+
+
 def test_bank_groups_alternate():
     cfg = preset("default")
     assert [cfg.bank_group(b) for b in range(5)] == [0, 1, 2, 3, 0]
