@@ -70,14 +70,12 @@ class DramBank(wiring.Component):
         Row of an ``ACT``.
     rd_addr, rd_en: In
         Column read (entry index ``row · cols_per_row + col``); ``rd_data`` is valid the next
-        cycle.
+        cycle and holds while ``rd_en`` is low.
     rd_data: Out(32 bytes)
     wr_addr, wr_data, wr_mask: In
-        Column write with a byte mask (bytes with a zero mask bit keep their value).
-    host_*:
-        A second read/write port pair for the host backdoor (no timing, independent of the
-        scheduler's ports). The read port reads ``host_addr`` every cycle (``host_re`` is not
-        needed: readers sample ``host_rdata`` the cycle after ``host_re``).
+        Column write with a byte mask (bytes with a zero mask bit keep their value). A read of
+        the word written in the same cycle returns the old word in simulation; on an FPGA it
+        is undefined (see ``elaborate``), and the channel never uses such a read.
     is_open: Out(1), open_row: Out(row bits)
         Row-buffer state.
     act_ok, pre_ok, col_ok, ccd_ok: Out(1)
@@ -104,12 +102,6 @@ class DramBank(wiring.Component):
             "wr_addr": In(aw),
             "wr_data": In(word),
             "wr_mask": In(cfg.col_bytes),
-            "host_addr": In(aw),
-            "host_re": In(1),
-            "host_we": In(1),
-            "host_wdata": In(word),
-            "host_wmask": In(cfg.col_bytes),
-            "host_rdata": Out(word),
             "is_open": Out(1),
             "open_row": Out(_bits(cfg.bank_rows)),
             "act_ok": Out(1),
@@ -125,26 +117,20 @@ class DramBank(wiring.Component):
         # build for large banks; the ports view the words as bytes.
         m.submodules.mem = mem = memory.Memory(shape=unsigned(8 * cfg.col_bytes),
                                                depth=self._depth, init=self._init or [])
+        # One write port and one read port, each with its own address: the shape of a
+        # pseudo-dual-port block RAM (ECP5 PDPW16KD, 512 × 36, so a bank of 32-column rows
+        # tiles in steps of 16 rows). The channel multiplexes its host backdoor onto these two
+        # ports. Block RAM cannot return the old word when its read port reads the word its
+        # write port writes in the same cycle; the channel never uses such a read (its read
+        # port is always enabled, so it reads the written column in a WR cycle, data nobody
+        # samples), and sw/fpga.py declares that collision undefined for the DRAM banks.
         wp = mem.write_port(granularity=8)
         rp = mem.read_port()
-        hwp = mem.write_port(granularity=8)
-        hrp = mem.read_port()
-        # Two address pairs, so that an FPGA maps the bank to true-dual-port block RAM (one
-        # read/write port for the scheduler, one for the host). The scheduler's ports share one
-        # address: the channel writes (WR) only outside PIM mode, to the column it also
-        # presents on rd_addr in that cycle, so the read address is unchanged. The host read
-        # port is always enabled: every reader samples host_rdata exactly one cycle after
-        # host_re, and the data then are the same.
-        sched_addr = Mux(self.wr_mask.any(), self.wr_addr, self.rd_addr)
         m.d.comb += [
-            rp.addr.eq(sched_addr), rp.en.eq(self.rd_en),
+            rp.addr.eq(self.rd_addr), rp.en.eq(self.rd_en),
             self.rd_data.as_value().eq(rp.data),
-            wp.addr.eq(sched_addr), wp.data.eq(self.wr_data.as_value()),
+            wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data.as_value()),
             wp.en.eq(self.wr_mask),
-            hrp.addr.eq(self.host_addr), hrp.en.eq(1),
-            self.host_rdata.as_value().eq(hrp.data),
-            hwp.addr.eq(self.host_addr), hwp.data.eq(self.host_wdata.as_value()),
-            hwp.en.eq(self.host_wmask & self.host_we.replicate(cfg.col_bytes)),
         ]
 
         w = timing_counter_bits(cfg)

@@ -142,7 +142,10 @@ def mac_layout(cfg: AccelConfig) -> data.ArrayLayout:
 
 def host_signature(cfg: AccelConfig) -> wiring.Signature:
     """Host backdoor, seen from the host: column address, read/write enables, byte-masked
-    write data, read data one cycle after ``re``. No timing, independent of the scheduler."""
+    write data, read data one cycle after ``re``. No timing; for use while no column command
+    is in flight (the machine idle), because it takes the banks' ports from the scheduler. A
+    column at or above the top of DRAM is not written, and reading it returns undefined
+    data."""
     word = col_word_layout(cfg)
     return wiring.Signature({
         "addr": Out(_bits(cfg.dram_bytes // cfg.col_bytes)),
@@ -175,7 +178,9 @@ class DramChannel(wiring.Component):
         mask), ``rsp`` stream of read data in request order. ``req.ready`` is high while the
         port's head register is free (or frees this cycle) and PIM does not hold the channel.
     host: In(host_signature(cfg))
-        Backdoor for loading images and reading results.
+        Backdoor for loading images and reading results while the channel is idle: it shares
+        each bank's one read and one write port with the scheduler and takes them, so a column
+        command in the same cycle would read or write the host's column instead of its own.
     pim: In(pim_port_signature(cfg))
         From the :class:`~.pim_unit.PimUnit`.
     o_cmd: Out(cmd_layout(cfg))
@@ -371,13 +376,27 @@ class DramChannel(wiring.Component):
         # Banks and engines.
         wsel = Array(h.wdata for h in head)[cport]
         msel = Array(h.wmask for h in head)[cport]
+        # The host backdoor shares each bank's read and write port with the scheduler and wins
+        # (the host uses it only while the machine is idle, so it meets no column command of
+        # a running program): a host read takes every bank's read port, a host write every
+        # bank's write address and data, which keeps the selects and the 256-bit write-data
+        # multiplexer common to all banks. Columns at and above the top of DRAM (a bank_rows
+        # that is not a power of two leaves row values unused) are ignored.
         hf = self._fields
         hbank = self.host.addr[hf["bank"][0]:hf["bank"][0] + hf["bank"][1]]
         hrow = self.host.addr[hf["row"][0]:hf["row"][0] + hf["row"][1]]
         hcol = self.host.addr[hf["col"][0]:hf["col"][0] + hf["col"][1]]
+        host_ok = self.host.addr < cfg.dram_bytes // cfg.col_bytes
+        host_re = Signal()
+        host_we = Signal()
+        m.d.comb += [host_re.eq(self.host.re & host_ok), host_we.eq(self.host.we & host_ok)]
         host_bank_r = Signal(range(B))
         m.d.sync += host_bank_r.eq(hbank)
-        m.d.comb += self.host.rdata.eq(Array(bk.host_rdata for bk in banks)[host_bank_r])
+        m.d.comb += self.host.rdata.eq(Array(bk.rd_data for bk in banks)[host_bank_r])
+        wr_addr = Signal.like(banks[0].wr_addr)
+        wr_data = Signal.like(banks[0].wr_data)
+        m.d.comb += [wr_addr.eq(Mux(host_we, entry(hrow, hcol), entry(crow, ccol))),
+                     wr_data.eq(Mux(host_we, self.host.wdata, wsel))]
         for b in range(B):
             bk, e = banks[b], engines[b]
             to_me = (cbank == b) & (kind != DramCmd.NONE)
@@ -387,18 +406,15 @@ class DramChannel(wiring.Component):
                 m.d.comb += bk.cmd.eq(kind)
             with m.Elif(mac_go[b]):
                 m.d.comb += bk.cmd.eq(DramCmd.MAC)
+            sched_rd_addr = Mux(granted, e.mem_addr, entry(crow, ccol))
+            sched_wr_mask = Mux((to_me & (kind == DramCmd.WR)), msel, 0)
             m.d.comb += [
                 bk.cmd_row.eq(crow),
                 bk.rd_en.eq(1),
-                bk.rd_addr.eq(Mux(granted, e.mem_addr, entry(crow, ccol))),
-                bk.wr_addr.eq(entry(crow, ccol)),
-                bk.wr_data.eq(wsel),
-                bk.wr_mask.eq(Mux((to_me & (kind == DramCmd.WR)), msel, 0)),
-                bk.host_addr.eq(entry(hrow, hcol)),
-                bk.host_re.eq(self.host.re & (hbank == b)),
-                bk.host_we.eq(self.host.we & (hbank == b)),
-                bk.host_wdata.eq(self.host.wdata),
-                bk.host_wmask.eq(self.host.wmask),
+                bk.rd_addr.eq(Mux(host_re, entry(hrow, hcol), sched_rd_addr)),
+                bk.wr_addr.eq(wr_addr),
+                bk.wr_data.eq(wr_data),
+                bk.wr_mask.eq(Mux(host_we, Mux(hbank == b, self.host.wmask, 0), sched_wr_mask)),
                 e.is_open.eq(bk.is_open),
                 e.open_row.eq(bk.open_row),
                 e.col_go.eq(mac_go[b]),

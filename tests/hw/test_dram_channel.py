@@ -244,6 +244,59 @@ def test_monitor_catches_a_violation_in_a_real_trace():
         check_trace(CFG, bad)
 
 
+# 12 rows per bank, not a power of two: the top of DRAM is 12 · 4 · 8 columns.
+ROWS12 = FAST_REF.replace(bank_rows=12)
+
+
+def test_top_rows_of_a_non_power_of_two_dram_exact(seed):
+    rng = random.Random(seed)
+    image = bytes(rng.randrange(256) for _ in range(ROWS12.dram_bytes))
+    traffic = random_traffic(ROWS12, rng, 2, 30, rows=3, row_base=9, gap=2)
+    out = run_channel(ROWS12, traffic, image=image, rng=rng, host_dump=True)
+    check_data(ROWS12, traffic, out, image)
+    check_trace(ROWS12, out["trace"])
+    check_exact(ROWS12, traffic, out)
+    assert max(c[3] for c in out["trace"] if c[1] == "ACT") == 11
+    model = ByteModel(ROWS12, image)
+    for reqs in traffic:
+        for r in reqs:
+            model.apply(r)
+    assert out["dump"] == model.mem.tobytes()
+
+
+def test_host_backdoor_ignores_columns_above_the_top():
+    cfg = ROWS12
+    n = cfg.dram_bytes // cfg.col_bytes
+    dut = DramChannel(cfg, 1)
+    rng = random.Random(1)
+    words = {a: rng.getrandbits(8 * cfg.col_bytes) for a in (0, n - 1, n, n + 37)}
+    assert n + 37 < 1 << len(dut.host.addr)
+    dump = []
+
+    async def host(ctx):
+        ctx.set(dut.host.we, 1)
+        ctx.set(dut.host.wmask, (1 << cfg.col_bytes) - 1)
+        for a, w in words.items():
+            ctx.set(dut.host.addr, a)
+            ctx.set(dut.host.wdata, w.to_bytes(cfg.col_bytes, "little"))
+            await ctx.tick()
+        ctx.set(dut.host.we, 0)
+        ctx.set(dut.host.re, 1)
+        for a in range(n):
+            ctx.set(dut.host.addr, a)
+            await ctx.tick()
+            dump.append(int(ctx.get(dut.host.rdata).as_bits()))
+        ctx.set(dut.host.re, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(host)
+    sim.run()
+    want = [0] * n
+    want[0], want[n - 1] = words[0], words[n - 1]
+    assert dump == want
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_constructor_checks():
     with pytest.raises(ValueError, match="n_ports must be a positive integer"):

@@ -87,6 +87,38 @@ def test_lookup_table_memory_maps_to_block_ram(tmp_path):
     assert cells.get("TRELLIS_FF", 0) < 500
 
 
+class OneDramBank(wiring.Component):
+    """One DramBank as submodule ``bank0``, so its memory is ``bank0.mem`` as in the channel
+    (and fpga.COLLISION_X_MEMORIES applies)."""
+
+    def __init__(self, cfg):
+        from llmaccel.hw.dram_bank import DramBank
+
+        self._bank = DramBank(cfg)
+        super().__init__(self._bank.signature)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bank0 = self._bank
+        wiring.connect(m, wiring.flipped(self), self._bank)
+        return m
+
+
+@needs_yosys
+@pytest.mark.parametrize(("bank_rows", "cell", "blocks"), [(80, "PDPW16KD", 40),
+                                                           (128, "DP16KD", 64)])
+def test_dram_bank_maps_to_pseudo_dual_port_block_ram(tmp_path, bank_rows, cell, blocks):
+    # One write and one read port: 32-column rows tile 512 × 36 PDPW16KD blocks (8 per 16
+    # rows), so 80 rows take 40 blocks where a true-dual-port shape (1024 × 18 DP16KD, 32-row
+    # steps) took 48; at 128 rows Yosys prefers 4096 × 4 DP16KD, 64 either way.
+    cfg = preset("fpga").replace(bank_rows=bank_rows)
+    cells, mems = fpga.synth_component(OneDramBank(cfg), "bank", tmp_path, collision_x=True)
+    assert mems == {"bank0.mem": cell}
+    assert cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0) == blocks
+    assert cells.get("TRELLIS_DPR16X4", 0) == 0
+    assert cells.get("TRELLIS_FF", 0) < 100       # the timing counters, not storage
+
+
 class TwoWritePorts(wiring.Component):
     """Two write ports and two read ports, all addressed separately (the DRAM bank's pattern
     before its scheduler ports shared one address; the SRAMs' pattern today)."""
