@@ -336,19 +336,22 @@ PRESETS: dict[str, AccelConfig] = {
     # The tiny-NPU comparison point: same memories as default, 16×16 array.
     "large": AccelConfig(name="large", array_rows=16, array_cols=16, vector_lanes=16),
     # ULX3S (LFE5U-85F) board config, docs/fpga.md: the PIM banks are block-RAM banks, 4 banks
-    # × 128 rows × 1 KiB (512 KiB) hold the tiny GPT compiled with prefill_mode="pim" (one
-    # weight copy); 4 × 32 PIM multipliers + the 4×4 array fit the 156 DSPs. Block RAM has no
-    # rows to open nor a data bus to turn around: every timing parameter is at its minimum
-    # (one column per cycle per bank), refresh nearly never. Two ACC banks rather than four:
-    # half the accumulator crossbar's LUTs for one cycle per decoded token (docs/fpga.md).
+    # × 80 rows × 1 KiB (320 KiB, 160 of the device's 208 DP16KD) hold the tiny GPT compiled
+    # with the compact PIM-prefill image (one weight copy, 4 × 79 rows used); 4 × 32 PIM
+    # multipliers + the 4×4 array fit the 156 DSPs. Block RAM has no rows to open nor a data
+    # bus to turn around: every timing parameter is at its minimum (one column per cycle per
+    # bank), refresh nearly never. Two ACC and two SP banks rather than four: the crossbars'
+    # LUTs halve and each bank fills its block RAMs, for one cycle per decoded token. 128 PIM
+    # slots and a 512-byte global buffer: decode's attention at the last of the 128 positions
+    # needs them (4 heads × 32 keys per bank; 4 heads × 4 chunks of probabilities).
     "fpga": AccelConfig(
         name="fpga", array_rows=4, array_cols=4, vector_lanes=4, dram_banks=4,
-        dram_bank_groups=2, bank_rows=128, cols_per_row=32,
+        dram_bank_groups=2, bank_rows=80, cols_per_row=32,
         timing=DramTiming(tCCD_S=1, tCCD_L=1, tRCD=1, tRP=1, tRAS=1, tRC=2, tRRD_S=1,
                           tRRD_L=1, tFAW=1, tREFI=65535, tRFC=2, tCL=2, tWR=1, tRTP=1,
                           tBURST=1),
-        sp_bytes=4 * 1024, acc_elems=8 * 1024, acc_banks=2, gbuf_bytes=256, pim_slots=64,
-        lut_tables=8),
+        sp_bytes=4 * 1024, acc_elems=8 * 1024, sp_banks=2, acc_banks=2, gbuf_bytes=512,
+        pim_slots=128, lut_tables=8),
 }
 
 

@@ -207,15 +207,19 @@ def test_constraint_files_describe_the_board_top():
 
 
 def test_fpga_preset_holds_the_tiny_gpt_with_one_weight_copy():
-    from llmaccel.sw.compiler import CompiledGPT
+    from llmaccel.sw.compiler import CompiledGPT, DramFitError
     from llmaccel.sw.driver import load_model
 
     cfg = preset("fpga")
     _, q = load_model(calib_bytes=4096)
-    pim = CompiledGPT(q, cfg, prefill_mode="pim")
-    need = pim.layout.bytes_used - pim.r_spill.nbytes
-    assert need <= cfg.dram_bytes
+    pim = CompiledGPT.fitting(q, cfg)
+    assert pim.prefill_mode == "pim" and pim.compact
+    assert pim.layout.bytes_used <= cfg.dram_bytes
     assert not any(name.startswith("tiles.") for name in pim.layout.regions)
+    # Neither image of the plain layouts fits the 320 KiB of block RAM.
+    for mode in ("systolic", "pim"):
+        with pytest.raises(DramFitError, match="does not fit the configured DRAM"):
+            CompiledGPT(q, cfg, prefill_mode=mode)
     # The same model with systolic prefill needs its GEMM-tile weight copy as well.
     big = preset("default")
     sys_ = CompiledGPT(q, big, prefill_mode="systolic")
