@@ -519,12 +519,23 @@ def synth_component(component, name: str, out_dir: str | Path, *, target: str = 
 #: the DMA engines and the instruction checker) would take 2-4 DSP blocks apiece.
 SOFT_MUL_WIDTH = 9
 
+#: Exceptions that fill the DSP blocks the int8 MACs leave: the controller's address and range
+#: products (``hierarchy``: a pattern of the flattened cell names, ``$flatten\accel.\ctrl.…``;
+#: a unit synthesised on its own keeps the default) with one operand wider than 16
+#: bits and the other wider than 4 — two MULT18X18D each, ~550 LUT4 each as Booth logic
+#: (a 16 × 16 or × 4 product is cheap in LUTs and stays there). On the ``fpga`` preset that is
+#: 12 MULT18X18D, which with the 144 int8 MACs fills the LFE5U-85F's 156 (docs/fpga.md).
+DSP_PRODUCTS = {"hierarchy": "*ctrl.*", "wide": 16, "narrow": 4}
+
 
 def _soft_multipliers(top: str) -> str:
-    w = SOFT_MUL_WIDTH
-    sel = f"t:$mul r:A_WIDTH>{w} %i t:$mul r:B_WIDTH>{w} %i %u"
+    w, d = SOFT_MUL_WIDTH, DSP_PRODUCTS
+    soft = f"t:$mul r:A_WIDTH>{w} %i t:$mul r:B_WIDTH>{w} %i %u"
+    keep = (f"c:{d['hierarchy']} t:$mul %i r:A_WIDTH>{d['narrow']} %i "
+            f"r:B_WIDTH>{d['narrow']} %i r:A_WIDTH>{d['wide']} r:B_WIDTH>{d['wide']} %u %i")
     return (f"hierarchy -top {top}; proc; flatten; opt_expr; opt_clean; wreduce; "
-            f"opt_clean; booth {sel}; ")
+            f"opt_clean; select -set soft {soft}; select -set keep {keep}; "
+            f"booth @soft @keep %d; select -clear; ")
 
 
 def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | None = None,

@@ -8,7 +8,7 @@ import json
 import sys
 
 import pytest
-from amaranth import Module
+from amaranth import Module, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -74,6 +74,57 @@ def test_multipliers_map_to_dsp_cells(tmp_path):
     cells, mems = fpga.synth_component(PimMac(TINY), "pim_mac", tmp_path / "pim")
     assert cells.get("MULT18X18D") == TINY.col_bytes   # 32 products per column beat
     assert set(mems.values()) <= {"TRELLIS_DPR16X4", "PDPW16KD", "DP16KD"}
+
+
+class _Product(wiring.Component):
+    def __init__(self, aw, bw):
+        super().__init__({"a": In(signed(aw)), "b": In(signed(bw)), "y": Out(signed(aw + bw))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.y.eq(self.a * self.b)
+        return m
+
+
+class _Products(wiring.Component):
+    """Wide products in a unit named like the controller (``ctrl``) and in another (``vec``)."""
+
+    SHAPES = {"ctrl_wide": ("ctrl", 17, 32), "ctrl_small": ("ctrl", 16, 16),
+              "ctrl_narrow": ("ctrl", 21, 4), "vec_wide": ("vec", 17, 32)}
+
+    def __init__(self):
+        super().__init__({f"{k}_{p}": (In if p != "y" else Out)(signed(w))
+                          for k, (_u, aw, bw) in self.SHAPES.items()
+                          for p, w in (("a", aw), ("b", bw), ("y", aw + bw))})
+
+    def elaborate(self, platform):
+        m = Module()
+        for unit in ("ctrl", "vec"):
+            inner = Module()
+            for k, (u, aw, bw) in self.SHAPES.items():
+                if u == unit:
+                    inner.submodules[k] = p = _Product(aw, bw)
+                    m.d.comb += [p.a.eq(getattr(self, f"{k}_a")),
+                                 p.b.eq(getattr(self, f"{k}_b")),
+                                 getattr(self, f"{k}_y").eq(p.y)]
+            m.submodules[unit] = inner
+        return m
+
+
+@needs_yosys
+def test_dsp_policy_gives_the_controllers_wide_products_dsp_blocks(tmp_path):
+    # sw/fpga.py DSP_PRODUCTS: a 17 × 32 product in the controller takes two MULT18X18D; the
+    # same product elsewhere, and the controller's 16 × 16 and 21 × 4, are Booth logic.
+    from amaranth.back import rtlil
+
+    (tmp_path / "top.il").write_text(rtlil.convert(_Products(), name="top", emit_src=False))
+    script = (f"read_rtlil top.il; {fpga._soft_multipliers('top')}synth_ecp5 -top top; "
+              f"tee -q -o stat.json stat -json")
+    fpga._run_logged([*fpga.yosys_cmd(), "-p", script], tmp_path / "yosys.log", "yosys",
+                     lambda _m: None, cwd=tmp_path)
+    cells = fpga._stat_cells(tmp_path / "stat.json", "top")
+    assert cells.get("MULT18X18D") == 2
+    assert cells.get("LUT4", 0) > 500          # the three products left to LUTs
 
 
 @needs_yosys
