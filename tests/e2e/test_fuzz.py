@@ -106,10 +106,14 @@ def test_rtl_cycles_equal_the_cycle_model_on_random_programs(verilator, seed):
     assert not r.cycle_mismatches
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not SOAK, reason="soak runs with LLMACCEL_SOAK=1 (make soak)")
 def test_non_power_of_two_dram_on_verilator(seed):
     """48 rows per bank, so the top of DRAM is not a power of two: programs at the top, DMA
     into its last bytes, and accesses just above it (DMA, PIM rows, the PC running off the
-    end) give the golden model's data, error and PC, and its cycles."""
+    end) give the golden model's data, error and PC, and its cycles. In the soak: it costs a
+    Verilator build of its own (minutes on a clean clone); tests/hw/test_accelerator.py runs
+    the same top-row cases on the RTL in make test."""
     cfg = preset("tiny").replace(name="rows48", bank_rows=48)
     be = get_backend("verilator", cfg)
     try:
