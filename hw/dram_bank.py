@@ -1,9 +1,11 @@
 """One DRAM bank: its storage and its row-buffer / timing state.
 
-The storage is one Amaranth memory of ``bank_rows · cols_per_row`` entries of 256 bits (one
-column each), with byte-granular writes. The row buffer is modelled by its state (which row is
-open): data are read from and written to the array directly, which is functionally the same as
-going through an open row because a column command is only legal to the open row.
+The storage holds ``bank_rows · cols_per_row`` entries of 256 bits (one column each), with
+byte-granular writes: one Amaranth memory when that depth is a power of two, otherwise one
+memory per power of two of its binary decomposition (see ``elaborate``). The row buffer is
+modelled by its state (which row is open): data are read from and written to the array
+directly, which is functionally the same as going through an open row because a column command
+is only legal to the open row.
 
 The bank keeps the per-bank timing constraints as down-counters, each meaning "cycles until the
 command may issue" (zero: legal now). The channel's scheduler (:class:`~.dram_channel.DramChannel`)
@@ -13,13 +15,14 @@ tCCD across banks, the data bus) live in the scheduler.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Array, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 
-__all__ = ["DramBank", "DramCmd", "col_word_layout", "timing_counter_bits"]
+__all__ = ["DramBank", "DramCmd", "col_word_layout", "storage_names", "storage_pieces",
+           "timing_counter_bits"]
 
 
 class DramCmd(enum.Enum, shape=3):
@@ -48,6 +51,24 @@ def timing_counter_bits(cfg: AccelConfig) -> int:
 
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
+
+
+def storage_pieces(depth: int) -> list[tuple[int, int]]:
+    """``(base, depth)`` of the memories a bank of ``depth`` entries is built from: the powers
+    of two of ``depth``'s binary decomposition, largest first (``2560`` → ``(0, 2048), (2048,
+    512)``), so each piece is aligned to its depth; one piece when ``depth`` is a power of two."""
+    pieces, base = [], 0
+    for bit in reversed(range(depth.bit_length())):
+        if depth >> bit & 1:
+            pieces.append((base, 1 << bit))
+            base += 1 << bit
+    return pieces
+
+
+def storage_names(depth: int) -> list[str]:
+    """Submodule names of those memories: ``mem``, or ``mem0``, ``mem1``, … when split."""
+    n = len(storage_pieces(depth))
+    return ["mem"] if n == 1 else [f"mem{i}" for i in range(n)]
 
 
 class DramBank(wiring.Component):
@@ -115,8 +136,7 @@ class DramBank(wiring.Component):
         cfg, t = self.cfg, self.cfg.timing
         # A plain 256-bit memory (rather than an array layout) keeps the initialiser cheap to
         # build for large banks; the ports view the words as bytes.
-        m.submodules.mem = mem = memory.Memory(shape=unsigned(8 * cfg.col_bytes),
-                                               depth=self._depth, init=self._init or [])
+        #
         # One write port and one read port, each with its own address: the shape of a
         # pseudo-dual-port block RAM (ECP5 PDPW16KD, 512 × 36, so a bank of 32-column rows
         # tiles in steps of 16 rows). The channel multiplexes its host backdoor onto these two
@@ -124,14 +144,47 @@ class DramBank(wiring.Component):
         # write port writes in the same cycle; the channel never uses such a read (its read
         # port is always enabled, so it reads the written column in a WR cycle, data nobody
         # samples), and sw/fpga.py declares that collision undefined for the DRAM banks.
-        wp = mem.write_port(granularity=8)
-        rp = mem.read_port()
-        m.d.comb += [
-            rp.addr.eq(self.rd_addr), rp.en.eq(self.rd_en),
-            self.rd_data.as_value().eq(rp.data),
-            wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data.as_value()),
-            wp.en.eq(self.wr_mask),
-        ]
+        #
+        # A depth that is not a power of two is split into power-of-two memories (2560 = 2048 +
+        # 512 at the fpga preset's 80 rows): as one memory, Yosys tiles it 5 blocks deep and
+        # selects among them with a 5-way read multiplexer on the path from the block RAM into
+        # the PIM dot product (981 LUT4 per bank); two memories take the same 40 blocks and a
+        # 2-way multiplexer (377 LUT4, tests/sw/test_fpga.py). A power-of-two depth stays one
+        # memory, ``mem``, as the backdoors and sw/fpga.py expect.
+        pieces = storage_pieces(self._depth)
+        split = len(pieces) > 1
+        rd_hit, rd_data = [], []
+        for name, (base, depth) in zip(storage_names(self._depth), pieces, strict=True):
+            m.submodules[name] = mem = memory.Memory(
+                shape=unsigned(8 * cfg.col_bytes), depth=depth,
+                init=self._init[base:base + depth] if self._init else [])
+            wp = mem.write_port(granularity=8)
+            rp = mem.read_port()
+            aw = len(wp.addr)
+            rd_en, wr_en = self.rd_en, self.wr_mask
+            if split:
+                # Pieces are aligned to their depth: the address bits above the piece's own
+                # select it.
+                rd_hit.append(self.rd_addr[aw:] == base >> aw)
+                rd_en = self.rd_en & rd_hit[-1]
+                wr_en = Mux(self.wr_addr[aw:] == base >> aw, self.wr_mask, 0)
+            rd_data.append(rp.data)
+            m.d.comb += [
+                rp.addr.eq(self.rd_addr[:aw]), rp.en.eq(rd_en),
+                wp.addr.eq(self.wr_addr[:aw]), wp.data.eq(self.wr_data.as_value()),
+                wp.en.eq(wr_en),
+            ]
+        if split:
+            # Which piece the last read went to; like the read ports' data it changes only
+            # on a read (and not on reset), so rd_data holds while rd_en is low.
+            s1_piece = Signal(range(len(pieces)), reset_less=True)
+            with m.If(self.rd_en):
+                for i, hit in enumerate(rd_hit):
+                    with m.If(hit):
+                        m.d.sync += s1_piece.eq(i)
+            m.d.comb += self.rd_data.as_value().eq(Array(rd_data)[s1_piece])
+        else:
+            m.d.comb += self.rd_data.as_value().eq(rd_data[0])
 
         w = timing_counter_bits(cfg)
         act_wait = Signal(w)

@@ -399,9 +399,11 @@ def _param(v) -> int:
 #: promise the old word in that case, which a pseudo-dual-port block RAM does not give across
 #: its ports: without this Yosys adds a read-first emulation to every bank (measured on one
 #: bank of the ``fpga`` preset at ``bank_rows=80``: +554 LUT4 and +588 FF, the same 40 block
-#: RAMs). (The pattern also matches ``bankN.mem`` of the DRAM channel synthesised on its own;
-#: nothing else in the design is called ``bankN``.)
-COLLISION_X_MEMORIES = re.compile(r"(^|\.)bank\d+\.mem$")
+#: RAMs). A bank whose depth is not a power of two is split into memories ``mem0``, ``mem1``, …
+#: (hw/dram_bank.py), each one read and one write port like ``mem``. (The pattern also matches
+#: ``bankN.mem`` of the DRAM channel synthesised on its own; nothing else in the design is
+#: called ``bankN``.)
+COLLISION_X_MEMORIES = re.compile(r"(^|\.)bank\d+\.mem\d*$")
 
 
 #: The step of each target's Yosys synthesis script that maps memories: the collision

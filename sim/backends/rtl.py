@@ -13,8 +13,9 @@ All three backends drive the same thing the way a host would — the Wishbone re
 * ``icarus``: the same Verilog under Icarus Verilog with a Verilog testbench
   (:data:`ICARUS_TB`) that reads host commands from a named pipe. The image loaded before the
   first run goes straight into the DRAM banks' storage (``$readmemh`` on ``dut.dram.bankN.mem``,
-  no clock cycles); later bulk loads go through a hex file and a Verilog loop over the bus,
-  reads come back through ``$writememh``; Python only exchanges one line per host operation.
+  or on each of ``mem0``, ``mem1``, … of a bank split into power-of-two memories; no clock
+  cycles); later bulk loads go through a hex file and a Verilog loop over the bus, reads come
+  back through ``$writememh``; Python only exchanges one line per host operation.
 * ``amaranth``: the Amaranth description under Amaranth's Python simulator. Everything loaded
   before the first run becomes the DRAM's initial contents (``top(cfg, image=...)``), so the
   image costs no simulated cycles; later loads go through the bus.
@@ -48,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from llmaccel.hw.config import AccelConfig
+from llmaccel.hw.dram_bank import storage_names, storage_pieces
 from llmaccel.hw.errors import LlmaccelError
 from llmaccel.hw.isa import ErrorCode
 from llmaccel.hw.regs import COUNTERS, ID_VALUE, HostMem, Reg, Status, counter_offset
@@ -850,18 +852,24 @@ endmodule
 """
 
 
-def backdoor_banks(verilog: str, cfg: AccelConfig) -> list[str]:
-    """Hierarchical names (below the top) of the DRAM banks' storage, bank by bank, when
-    ``verilog`` is the :class:`~llmaccel.hw.accelerator.Accelerator` top (``dram.bankN.mem``
-    of 256-bit words); empty for other tops (test harnesses, the board top)."""
-    names = []
+def backdoor_banks(verilog: str, cfg: AccelConfig) -> list[list[tuple[str, int, int]]]:
+    """The DRAM banks' storage, bank by bank, when ``verilog`` is the
+    :class:`~llmaccel.hw.accelerator.Accelerator` top: per bank, each of its memories of
+    256-bit words (one, ``dram.bankN.mem``, unless the bank is split into power-of-two pieces,
+    :func:`~llmaccel.hw.dram_bank.storage_pieces`) as its hierarchical name below the top, its
+    first entry in the bank and its depth; empty for other tops (test harnesses, the board
+    top)."""
+    depth = cfg.bank_rows * cfg.cols_per_row
+    pieces = list(zip(storage_names(depth), storage_pieces(depth), strict=True))
+    banks = []
     for b in range(cfg.dram_banks):
         body = re.search(rf"^module \\llmaccel_top\.dram\.bank{b} .*?^endmodule", verilog,
                          re.S | re.M)
-        if body is None or not re.search(r"^\s*reg \[255:0\] mem \[", body.group(0), re.M):
+        if body is None or not all(re.search(rf"^\s*reg \[255:0\] {name} \[{n - 1}:0\]",
+                                             body.group(0), re.M) for name, (_, n) in pieces):
             return []
-        names.append(f"dram.bank{b}.mem")
-    return names
+        banks.append([(f"dram.bank{b}.{name}", base, n) for name, (base, n) in pieces])
+    return banks
 
 
 def icarus_testbench(verilog: str, cfg: AccelConfig) -> str:
@@ -891,8 +899,10 @@ def icarus_testbench(verilog: str, cfg: AccelConfig) -> str:
             "@STATUS@": str(int(Reg.STATUS)),
             "@DONE_EXPR@": "llm_done" if has_done else "1'b0",
             "@PULSE@": "1'b1" if "done_pulse" in bp else "1'b0",
-            "@BACKDOOR@": "\n".join(f"          {b}: $readmemh(path, dut.{m});"
-                                     for b, m in enumerate(backdoor_banks(verilog, cfg)))}
+            "@BACKDOOR@": "\n".join(f"          {k}: $readmemh(path, dut.{name});"
+                                     for k, (name, _, _) in enumerate(
+                                         m for bank in backdoor_banks(verilog, cfg)
+                                         for m in bank))}
     text = ICARUS_TB
     for k, v in subs.items():
         text = text.replace(k, v)
@@ -934,7 +944,9 @@ class IcarusBackend(RtlBackend):
         kind = _trace_kind(trace)
         self.verilog = top_verilog(cfg, top)
         self.vvp_file = build_icarus(self.verilog, cfg)
-        self._backdoor = bool(backdoor_banks(self.verilog, cfg))
+        # The banks' memories in the testbench's order (its ``B`` command numbers them).
+        self._backdoor = [(b, base, n) for b, bank in
+                          enumerate(backdoor_banks(self.verilog, cfg)) for _, base, n in bank]
         self._dir = Path(tempfile.mkdtemp(prefix="llmaccel-icarus-"))
         cmd_path, rsp_path = self._dir / "cmd", self._dir / "rsp"
         os.mkfifo(cmd_path)
@@ -1040,10 +1052,13 @@ class IcarusBackend(RtlBackend):
         text = cols.reshape(-1, cb)[keep][:, ::-1].tobytes().hex()
         words = [text[i:i + 2 * cb] for i in range(0, len(text), 2 * cb)]
         path = self._dir / "bank.hex"
-        for b in np.unique(bank).tolist():
-            sel = np.flatnonzero(bank == b)
-            path.write_text("".join(f"@{entry[i]:x}\n{words[i]}\n" for i in sel.tolist()))
-            self._command(f"B {b:x} {path}")
+        for k, (b, base, n) in enumerate(self._backdoor):
+            sel = np.flatnonzero((bank == b) & (entry >= base) & (entry < base + n))
+            if sel.size == 0:
+                continue
+            path.write_text("".join(f"@{entry[i] - base:x}\n{words[i]}\n"
+                                    for i in sel.tolist()))
+            self._command(f"B {k:x} {path}")
         self.host_seconds += time.perf_counter() - t0
         return None
 

@@ -175,19 +175,23 @@ def test_icarus_reports_a_dead_simulator():
     be.close()
 
 
-def test_icarus_puts_the_first_image_straight_into_the_accelerators_banks(seed):
+@pytest.mark.parametrize(("bank_rows", "memories"), [(2, 1), (3, 2)])
+def test_icarus_puts_the_first_image_straight_into_the_accelerators_banks(seed, bank_rows,
+                                                                           memories):
     """Before the first run the Icarus backend loads DRAM with ``$readmemh`` into the banks'
     storage (no clock cycles); reads go through the bus, so the round trip checks the address
-    mapping. After a run, loads go through the bus again."""
+    mapping. After a run, loads go through the bus again. At 3 rows (96 columns) each bank is
+    two memories, of 64 and 32 columns (hw/dram_bank.py)."""
     if "icarus" not in available_simulators():
         pytest.skip("iverilog is not installed")
     rng = np.random.default_rng(seed)
-    be = IcarusBackend(CFG)                       # the accelerator, not the stand-in
+    cfg = CFG.replace(bank_rows=bank_rows)
+    be = IcarusBackend(cfg)                       # the accelerator, not the stand-in
     try:
-        assert be._backdoor
-        model = np.zeros(CFG.dram_bytes, np.uint8)
+        assert len(be._backdoor) == cfg.dram_banks * memories
+        model = np.zeros(cfg.dram_bytes, np.uint8)
         ticks = be.ticks
-        spans = [(5, 100), (1000, 2100), (CFG.dram_bytes - 37, 37)]
+        spans = [(5, 100), (1000, 2100), (cfg.dram_bytes - 37, 37)]
         for addr, n in spans:                     # no column shared: no cycles at all
             model[addr:addr + n] = rng.integers(0, 256, n, dtype=np.uint8)
             be.load_dram(addr, model[addr:addr + n])
