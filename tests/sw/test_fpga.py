@@ -6,6 +6,7 @@ the fpga preset holds the tiny GPT."""
 import importlib.util
 import json
 import sys
+from typing import ClassVar
 
 import pytest
 from amaranth import Module, signed
@@ -89,8 +90,9 @@ class _Product(wiring.Component):
 class _Products(wiring.Component):
     """Wide products in a unit named like the controller (``ctrl``) and in another (``vec``)."""
 
-    SHAPES = {"ctrl_wide": ("ctrl", 17, 32), "ctrl_small": ("ctrl", 16, 16),
-              "ctrl_narrow": ("ctrl", 21, 4), "vec_wide": ("vec", 17, 32)}
+    SHAPES: ClassVar[dict[str, tuple[str, int, int]]] = {
+        "ctrl_wide": ("ctrl", 17, 32), "ctrl_small": ("ctrl", 16, 16),
+        "ctrl_narrow": ("ctrl", 21, 4), "vec_wide": ("vec", 17, 32)}
 
     def __init__(self):
         super().__init__({f"{k}_{p}": (In if p != "y" else Out)(signed(w))
