@@ -8,6 +8,8 @@ Verilator runs a real prompt and compares every memory element; Icarus and the A
 simulator are hundreds of times slower, so they run a short prompt and compare every DRAM column
 the run wrote and the SRAM extents the program used."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,29 @@ def test_generation_matches_golden_and_the_cycle_model(e2e):
     # Every performance counter, not only the cycles.
     for g, w in zip(got.steps, want.steps, strict=True):
         assert g.counters["raw"] == w.counters["raw"], (g.kind, g.position)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("LLMACCEL_SOAK") != "1",
+                    reason="soak runs with LLMACCEL_SOAK=1 (make soak): a Verilator build of "
+                           "its own")
+def test_fpga_preset_compact_image_on_verilator(qmodel):
+    """The fpga preset's compact image (two heads' keys per K column, constants written into
+    ACC by the host, programs in a packed region) on the RTL: tokens equal the int8 reference,
+    every memory and every program's cycles equal the golden model's."""
+    cfg = preset("fpga")
+    prompt = list(b"def ")
+    compiled = CompiledGPT.fitting(qmodel, cfg)
+    assert compiled.compact and compiled.host_constants
+    backend = get_backend("verilator", cfg, max_cycles=3_000_000)
+    try:
+        got = Generator(compiled, backend).generate(prompt, 6)
+        state = backend.state()
+    finally:
+        backend.close()
+    golden = GoldenBackend(cfg, start_cycles=[s.start_cycle for s in got.steps])
+    want = Generator(CompiledGPT.fitting(qmodel, cfg), golden).generate(prompt, 6)
+    assert got.tokens == want.tokens == generate_int8(qmodel, prompt, 6)[len(prompt):]
+    for mem in ("dram", "sp", "acc"):
+        np.testing.assert_array_equal(state[mem], golden.machine.state()[mem])
+    assert [s.cycles for s in got.steps] == [s.cycles for s in want.steps]
