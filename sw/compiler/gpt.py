@@ -255,7 +255,7 @@ class CompiledGPT:
             # prompt-token load, and the table loads at position 0 where prefill does them)
             # into a provisional region, with no spill area.
             top = cfg.bank_rows * lay.grow_bytes
-            self.r_dprog = Region("program.decode", lay._tail, 1 << 30)
+            self.r_dprog = Region("program.decode", lay.next_region_addr, 1 << 30)
             self.r_spill = Region("spill", top, 0)
             n = max(self.decode(t, prompt_token=True, load_constants=t == 0).n_instructions
                     for t in range(0, ctx, 32))

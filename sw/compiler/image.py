@@ -168,12 +168,19 @@ class DramLayout:
                 f"{need - self.cfg.dram_bytes} bytes; largest parts in bytes: {parts}); use a "
                 f"config with more bank_rows or banks")
 
+    @property
+    def next_region_addr(self) -> int:
+        """Where ``region(..., packed=True)`` would place the next region."""
+        if self._tail is None:
+            return self.next_row * self.grow_bytes
+        return -(-self._tail // self.cfg.col_bytes) * self.cfg.col_bytes
+
     def region(self, name: str, nbytes: int, *, packed: bool = False) -> Region:
         """A contiguous byte region starting on a global-row boundary, or, ``packed``, right
         after the previous region (column-aligned: a DMA burst never straddles two regions),
         taking new global rows only as far as it reaches."""
         if packed and self._tail is not None:
-            addr = -(-self._tail // self.cfg.col_bytes) * self.cfg.col_bytes
+            addr = self.next_region_addr
             top = self.next_row * self.grow_bytes
             extra = max(0, -(-(addr + nbytes - top) // self.grow_bytes))
             prior = self.usage.get(name, 0)
