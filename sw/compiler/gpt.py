@@ -199,10 +199,10 @@ class CompiledGPT:
 
         # Embedding tables: row-major for the gathers, wpe also transposed for systolic
         # prefill.
-        pk = compact = self.compact
-        self.r_wte = lay.region("wte", V * d, packed=pk)
-        self.r_wpe = lay.region("wpe", ctx * d, packed=pk)
-        self.r_wpeT = lay.region("wpeT", ctx * d, packed=pk) \
+        compact = self.compact
+        self.r_wte = lay.region("wte", V * d, packed=compact)
+        self.r_wpe = lay.region("wpe", ctx * d, packed=compact)
+        self.r_wpeT = lay.region("wpeT", ctx * d, packed=compact) \
             if self.prefill_mode == "systolic" else None
 
         # Constants. compact: the lookup tables' data last, after the token row, so that
@@ -244,10 +244,10 @@ class CompiledGPT:
 
         # I/O and programs (the prefill program exists only for systolic prefill: pim-mode
         # prefill runs decode programs).
-        self.r_prompt = lay.region("prompt", 4 * ctx, packed=pk)
-        self.r_out = lay.region("tokens", 4 * (ctx + 1), packed=pk)
+        self.r_prompt = lay.region("prompt", 4 * ctx, packed=compact)
+        self.r_out = lay.region("tokens", 4 * (ctx + 1), packed=compact)
         self.r_prog = lay.region("program.prefill", self._estimate_instructions(ctx)
-                                 * INSTR_BYTES, packed=pk) \
+                                 * INSTR_BYTES, packed=compact) \
             if self.prefill_mode == "systolic" else None
         if compact:
             # Sized to the longest decode program: compile the longest ones (the start of
