@@ -792,7 +792,7 @@ class CompiledGPT:
                 ks, vs = n_keys // B, -(-hd // B)
                 for h in range(H):
                     e.wrgb(a(qkv) + h * hd, h * cfg.col_bytes + self.k_off[h], hd)
-                for g0, g1 in self._gbuf_gaps():      # the other heads' bytes read zeros
+                for g0, g1 in gaps:      # the other heads' bytes read zeros
                     e.wrgb(a(kz), g0, g1 - g0)
                 # Row by row over the heads, the V row (shared with the first keys) last.
                 v_row = self.pim_v[i][0].row0
