@@ -521,20 +521,34 @@ def synth_component(component, name: str, out_dir: str | Path, *, target: str = 
 #: the DMA engines and the instruction checker) would take 2-4 DSP blocks apiece.
 SOFT_MUL_WIDTH = 9
 
-#: Exceptions that fill the DSP blocks the int8 MACs leave: the controller's address and range
-#: products (``hierarchy``: a pattern of the flattened cell names, ``$flatten\accel.\ctrl.…``;
-#: a unit synthesised on its own keeps the default) with one operand wider than 16
-#: bits and the other wider than 4 — two MULT18X18D each, ~550 LUT4 each as Booth logic
-#: (a 16 × 16 or × 4 product is cheap in LUTs and stays there). On the ``fpga`` preset that is
-#: 12 MULT18X18D, which with the 144 int8 MACs fills the LFE5U-85F's 156 (docs/fpga.md).
-DSP_PRODUCTS = {"hierarchy": "*ctrl.*", "wide": 16, "narrow": 4}
+#: Exceptions for the whole design (the patterns match the flattened cell names,
+#: ``$flatten\accel.\ctrl.…``, so a unit synthesised on its own keeps the default):
+#:
+#: * ``DSP_PRODUCTS``: wide products that take DSP blocks after all. Each rule names a
+#:   ``hierarchy`` and the product shape: one operand wider than ``wide`` bits and the other
+#:   wider than ``narrow``. The controller's address and range products (17–34 × 16–32 bits:
+#:   two MULT18X18D each, ~550 LUT4 each as Booth logic; a 16 × 16 or × 4 product is cheap in
+#:   LUTs and stays there) and the vector unit's 32 × 32 ``VMUL`` (four MULT18X18D and ~100
+#:   LUT4 of adders per lane instead of ~3 300 LUT4 of Booth logic).
+#: * ``LUT_PRODUCTS``: int8 products built from LUTs although narrow, to make room: the
+#:   systolic array's, ~150 LUT4 each. The ``fpga`` preset runs the tiny GPT with the PIM
+#:   engines only (the compact image's PIM prefill), so the array is idle there; it stays in
+#:   the design, only slower (docs/fpga.md).
+#:
+#: On the ``fpga`` preset that is 128 PIM MACs + 12 controller + 16 ``VMUL`` = 156
+#: MULT18X18D, the LFE5U-85F's all (docs/fpga.md, "DSP policy").
+DSP_PRODUCTS = ({"hierarchy": "*ctrl.*", "wide": 16, "narrow": 4},
+                {"hierarchy": "*vec.?alu.*", "wide": 16, "narrow": 16})
+LUT_PRODUCTS = ("*gemm.*",)
 
 
 def _soft_multipliers(top: str) -> str:
-    w, d = SOFT_MUL_WIDTH, DSP_PRODUCTS
-    soft = f"t:$mul r:A_WIDTH>{w} %i t:$mul r:B_WIDTH>{w} %i %u"
-    keep = (f"c:{d['hierarchy']} t:$mul %i r:A_WIDTH>{d['narrow']} %i "
-            f"r:B_WIDTH>{d['narrow']} %i r:A_WIDTH>{d['wide']} r:B_WIDTH>{d['wide']} %u %i")
+    w = SOFT_MUL_WIDTH
+    soft = (f"t:$mul r:A_WIDTH>{w} %i t:$mul r:B_WIDTH>{w} %i %u "
+            + "".join(f"c:{h} t:$mul %i %u " for h in LUT_PRODUCTS))
+    keep = " ".join(f"c:{d['hierarchy']} t:$mul %i r:A_WIDTH>{d['narrow']} %i "
+                    f"r:B_WIDTH>{d['narrow']} %i r:A_WIDTH>{d['wide']} r:B_WIDTH>{d['wide']} "
+                    f"%u %i" for d in DSP_PRODUCTS) + " %u" * (len(DSP_PRODUCTS) - 1)
     return (f"hierarchy -top {top}; proc; flatten; opt_expr; opt_clean; wreduce; "
             f"opt_clean; select -set soft {soft}; select -set keep {keep}; "
             f"booth @soft @keep %d; select -clear; ")
@@ -543,9 +557,11 @@ def _soft_multipliers(top: str) -> str:
 def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | None = None,
                pnr: bool = True, core_mhz: float | None = None, baud: int = 1_000_000,
                seed: int = 1, command: str = "", soft_wide_mul: bool = True,
+               pnr_args: tuple[str, ...] = (),
                progress: Callable[[str], None] | None = None) -> SynthResult:
     """Synthesise the board top of ``cfg`` for ``target`` (``"ecp5"``: ULX3S, with nextpnr
     place-and-route unless ``pnr`` is false; ``"xilinx"``: Arty A7-100T, resources only).
+    ``pnr_args`` go to nextpnr after the flow's own (e.g. ``("--router", "router2")``).
 
     ``core_mhz`` (ECP5) makes the core clock with a PLL from the board's 25 MHz, so nextpnr
     works towards that frequency; without it the core runs on the board clock.
@@ -591,7 +607,7 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
         _nextpnr(res, out, [*npr, *board.nextpnr_args, "--json", f"{BOARD_TOP_NAME}.json",
                             "--lpf", lpf.name, "--textcfg", f"{BOARD_TOP_NAME}.config",
                             "--report", "report.json", "--timing-allow-fail",
-                            "--seed", str(seed)], say)
+                            "--seed", str(seed), *pnr_args], say)
     return res
 
 

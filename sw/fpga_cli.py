@@ -71,14 +71,18 @@ def cmd_synth(args) -> int:
                             f"--target ecp5, not {args.target}")
     if args.unit and args.no_pnr:
         raise LlmaccelError("--unit always places and routes; leave out --no-pnr")
+    if args.router and (args.target != "ecp5" or args.no_pnr):
+        raise LlmaccelError("--router chooses nextpnr-ecp5's router; it needs --target ecp5 "
+                            "without --no-pnr")
+    pnr_args = ("--router", args.router) if args.router else ()
     if args.unit:
         r = place_route_unit(cfg, args.unit, args.output, mhz=args.core_mhz or 100.0,
                              seed=args.seed, command=cmd, soft_wide_mul=not args.dsp_all,
-                             progress=progress)
+                             pnr_args=pnr_args, progress=progress)
     else:
         r = synthesize(cfg, args.target, out_dir=args.output, pnr=not args.no_pnr,
                        core_mhz=args.core_mhz, seed=args.seed, command=cmd,
-                       soft_wide_mul=not args.dsp_all, progress=progress)
+                       soft_wide_mul=not args.dsp_all, pnr_args=pnr_args, progress=progress)
     if args.json:
         print(json.dumps(r.as_json(), indent=2, default=str))
     else:
@@ -165,6 +169,9 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                    help="map every multiplier to DSP blocks (default: only the int8 MACs; "
                         "wider products become LUT logic)")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    s.add_argument("--router", choices=("router1", "router2"),
+                   help="ECP5: nextpnr's router (default: nextpnr's, router1); router2 "
+                        "negotiates congestion and copes better with a nearly full device")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_synth)
 

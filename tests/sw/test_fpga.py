@@ -88,45 +88,62 @@ class _Product(wiring.Component):
 
 
 class _Products(wiring.Component):
-    """Wide products in a unit named like the controller (``ctrl``) and in another (``vec``)."""
+    """Products in units named like the controller (``ctrl``), the vector unit's ALU
+    (``vec.alu``), elsewhere in the vector unit (``vec``) and the GEMM core (``gemm``)."""
 
     SHAPES: ClassVar[dict[str, tuple[str, int, int]]] = {
         "ctrl_wide": ("ctrl", 17, 32), "ctrl_small": ("ctrl", 16, 16),
-        "ctrl_narrow": ("ctrl", 21, 4), "vec_wide": ("vec", 17, 32)}
+        "ctrl_narrow": ("ctrl", 21, 4), "vec_wide": ("vec", 17, 32),
+        "vmul": ("vec.alu", 32, 32), "alu_small": ("vec.alu", 16, 32),
+        "pe": ("gemm.array", 8, 8)}
 
-    def __init__(self):
+    def __init__(self, shapes=None):
+        self.shapes = self.SHAPES if shapes is None else shapes
         super().__init__({f"{k}_{p}": (In if p != "y" else Out)(signed(w))
-                          for k, (_u, aw, bw) in self.SHAPES.items()
+                          for k, (_u, aw, bw) in self.shapes.items()
                           for p, w in (("a", aw), ("b", bw), ("y", aw + bw))})
 
     def elaborate(self, platform):
         m = Module()
-        for unit in ("ctrl", "vec"):
-            inner = Module()
-            for k, (u, aw, bw) in self.SHAPES.items():
-                if u == unit:
-                    inner.submodules[k] = p = _Product(aw, bw)
-                    m.d.comb += [p.a.eq(getattr(self, f"{k}_a")),
-                                 p.b.eq(getattr(self, f"{k}_b")),
-                                 getattr(self, f"{k}_y").eq(p.y)]
-            m.submodules[unit] = inner
+        modules = {}                      # hierarchy path → Module, parents first
+
+        def module(path):
+            if path not in modules:
+                parent, _, name = path.rpartition(".")
+                modules[path] = inner = Module()
+                (module(parent) if parent else m).submodules[name] = inner
+            return modules[path]
+
+        for k, (u, aw, bw) in self.shapes.items():
+            module(u).submodules[k] = p = _Product(aw, bw)
+            m.d.comb += [p.a.eq(getattr(self, f"{k}_a")), p.b.eq(getattr(self, f"{k}_b")),
+                         getattr(self, f"{k}_y").eq(p.y)]
         return m
 
 
 @needs_yosys
-def test_dsp_policy_gives_the_controllers_wide_products_dsp_blocks(tmp_path):
-    # sw/fpga.py DSP_PRODUCTS: a 17 × 32 product in the controller takes two MULT18X18D; the
-    # same product elsewhere, and the controller's 16 × 16 and 21 × 4, are Booth logic.
+def test_dsp_policy_places_products_by_unit(tmp_path):
+    # sw/fpga.py DSP_PRODUCTS and LUT_PRODUCTS: a 17 × 32 product in the controller takes two
+    # MULT18X18D and the vector ALU's 32 × 32 four; the same 17 × 32 elsewhere, the
+    # controller's 16 × 16 and 21 × 4, the ALU's 16 × 32 and the GEMM core's 8 × 8 are LUTs.
     from amaranth.back import rtlil
 
-    (tmp_path / "top.il").write_text(rtlil.convert(_Products(), name="top", emit_src=False))
-    script = (f"read_rtlil top.il; {fpga._soft_multipliers('top')}synth_ecp5 -top top; "
-              f"tee -q -o stat.json stat -json")
-    fpga._run_logged([*fpga.yosys_cmd(), "-p", script], tmp_path / "yosys.log", "yosys",
-                     lambda _m: None, cwd=tmp_path)
-    cells = fpga._stat_cells(tmp_path / "stat.json", "top")
-    assert cells.get("MULT18X18D") == 2
-    assert cells.get("LUT4", 0) > 500          # the three products left to LUTs
+    def synth(name, component):
+        out = tmp_path / name
+        out.mkdir()
+        (out / "top.il").write_text(rtlil.convert(component, name="top", emit_src=False))
+        script = (f"read_rtlil top.il; {fpga._soft_multipliers('top')}synth_ecp5 -top top; "
+                  f"tee -q -o stat.json stat -json")
+        fpga._run_logged([*fpga.yosys_cmd(), "-p", script], out / "yosys.log", "yosys",
+                         lambda _m: None, cwd=out)
+        return fpga._stat_cells(out / "stat.json", "top")
+
+    cells = synth("all", _Products())
+    assert cells.get("MULT18X18D") == 2 + 4
+    assert cells.get("LUT4", 0) > 500          # the products left to LUTs
+    # The GEMM core's int8 product alone: LUTs, where outside ``gemm`` it takes a DSP block.
+    assert synth("pe", _Products({"pe": ("gemm.array", 8, 8)})).get("MULT18X18D", 0) == 0
+    assert synth("pim", _Products({"pe": ("pim", 8, 8)})).get("MULT18X18D") == 1
 
 
 @needs_yosys
@@ -232,6 +249,21 @@ def test_synth_unit_needs_the_ecp5_target(capsys):
     assert "needs --target ecp5, not xilinx" in capsys.readouterr().err
     assert main(["synth", "--config", "tiny", "--unit", "gemm_core", "--no-pnr"]) == 2
     assert "leave out --no-pnr" in capsys.readouterr().err
+    assert main(["synth", "--config", "tiny", "--no-pnr", "--router", "router2"]) == 2
+    assert "it needs --target ecp5 without --no-pnr" in capsys.readouterr().err
+
+
+def test_synth_router_reaches_nextpnr(monkeypatch):
+    # --router goes to nextpnr after the flow's own arguments (the last one wins there).
+    seen = {}
+
+    def fake(cfg, unit, out, **kw):
+        seen.update(kw)
+        raise LlmaccelError("stop here")
+
+    monkeypatch.setattr(fpga, "place_route_unit", fake)
+    assert main(["synth", "--config", "tiny", "--unit", "gemm_core", "--router", "router2"]) == 2
+    assert seen["pnr_args"] == ("--router", "router2")
 
 
 def test_missing_yowasp_names_the_install(monkeypatch):
