@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["T_BITS", "VecRequant", "saturate"]
+__all__ = ["T_BITS", "VecRequant", "clamp", "saturate"]
 
 #: Width of the exact intermediate ``t`` of a vector operation: a 32×32-bit signed product.
 T_BITS = 64
 
-_INT8_MIN, _INT8_MAX = -(1 << 7), (1 << 7) - 1
-_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+def clamp(value, bits: int):
+    """Expression clamping ``value`` (signed or unsigned) to ``signed(bits)``.
+
+    Built without comparators: the value is in range exactly when its bits from ``bits − 1``
+    up (sign-extended) are all equal, so the test is an OR and an AND of those bits instead
+    of two subtractions with carry chains as wide as the value.
+    """
+    v = Value.cast(value)
+    if not v.shape().signed:
+        v = Cat(v, Const(0, 1)).as_signed()
+    if len(v) <= bits:
+        return v
+    top = v[bits - 1:]
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(~top.any() | top.all(), v[:bits].as_signed(), Mux(v[-1], lo, hi))
 
 
 def saturate(value, to_acc):
-    """Expression clamping the signed ``value`` to int32 when ``to_acc`` is high, else to int8.
+    """Expression clamping ``value`` to int32 when ``to_acc`` is high, else to int8.
 
     The result fits ``signed(32)``; an SP destination keeps the low 8 bits. This is
     ``numerics.sat`` for the two destination types of every vector instruction.
     """
-    s8 = Mux(value > _INT8_MAX, _INT8_MAX, Mux(value < _INT8_MIN, _INT8_MIN, value))
-    s32 = Mux(value > _INT32_MAX, _INT32_MAX, Mux(value < _INT32_MIN, _INT32_MIN, value))
-    return Mux(to_acc, s32, s8)
+    return Mux(to_acc, clamp(value, 32), clamp(value, 8))
 
 
 class VecRequant(wiring.Component):

@@ -19,18 +19,23 @@ from .vec_divider import VecDivider
 from .vec_isqrt import VecIsqrt
 from .vec_lut import VecLut
 from .vec_reducer import VecReducer
-from .vec_requant import T_BITS, VecRequant, saturate
+from .vec_requant import T_BITS, VecRequant, clamp, saturate
 from .vec_transposer import VecTransposer
 
 __all__ = ["VectorUnit"]
 
 _INT32_MIN = -(1 << 31)
-_INT16_MIN, _INT16_MAX = -(1 << 15), (1 << 15) - 1
 
 
 def _select(values: list, index):
     """``values[index]``; a single value needs no multiplexer (nor an incomplete case)."""
     return values[0] if len(values) == 1 else Array(values)[index]
+
+
+def _times(x, k: int):
+    """``x · k`` for a constant ``k ≥ 0`` as a sum of shifts of ``x`` (no multiplier)."""
+    terms = [x << i for i in range(k.bit_length()) if k >> i & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
 
 
 class VectorUnit(wiring.Component):
@@ -154,6 +159,10 @@ class VectorUnit(wiring.Component):
         s0_dst = Signal(ra)                  # dst row; VTRANS: dst block
         s0_line = Signal(range(W))           # VTRANS line within the block
         s0_block = Signal(COUNT_BITS + 1)    # VTRANS block being read (rows + 1 steps)
+        # VMASK's affine condition r·mask_a + l·mask_b + imm > 0, built up by additions as the
+        # counters step (no multipliers): the row's term r·mask_a and the beat's b·L·mask_b.
+        s0_rterm = Signal(signed(COUNT_BITS + 17))
+        s0_bterm = Signal(signed(lw + 17))
 
         issue = Signal()
         last_elem = (s0_row == ins.rows - 1) & (s0_beat == B - 1)
@@ -187,6 +196,10 @@ class VectorUnit(wiring.Component):
         s1_line = Signal(range(W))
         s1_orient = Signal()
         s1_lutaddr = Signal(range(lut.words))
+        s1_rbterm = Signal(signed(COUNT_BITS + 18))       # r·mask_a + b·L·mask_b
+        # Per lane j, held for the instruction: imm + j·mask_b − 1, so that the condition is
+        # r·mask_a + b·L·mask_b + (imm + j·mask_b − 1) ≥ 0, the sign of one sum.
+        mask_c = [Signal(signed(lw + 35), name=f"mask_c{j}") for j in range(L)]
         m.d.sync += s1_valid.eq(issue)
         with m.If(issue):
             m.d.sync += [
@@ -195,6 +208,7 @@ class VectorUnit(wiring.Component):
                 s1_src2_lane.eq(s0_src2[:lw]), s1_read.eq(trans_read), s1_out.eq(trans_out),
                 s1_line.eq(s0_line), s1_orient.eq(s0_block[0]),
                 s1_lutaddr.eq(Cat(s0_row[:(lut_rows - 1).bit_length()], ins.imm)),
+                s1_rbterm.eq(s0_rterm + s0_bterm),
             ]
             with m.If(is_iter):
                 m.d.sync += s0_pace.eq(Mux(is_recip, VecDivider.STEPS, VecIsqrt.STEPS) - 1)
@@ -216,9 +230,11 @@ class VectorUnit(wiring.Component):
                     s0_src2.eq(s0_src2 + Mux(src2_scalar, ins.src2.stride.as_unsigned(),
                                              ins.src2.stride[lw:])),
                     s0_dst.eq(s0_dst + ins.dst.stride[lw:]),
+                    s0_rterm.eq(s0_rterm + ins.mask_a), s0_bterm.eq(0),
                 ]
             with m.Else():
-                m.d.sync += s0_beat.eq(s0_beat + 1)
+                m.d.sync += [s0_beat.eq(s0_beat + 1),
+                             s0_bterm.eq(s0_bterm + _times(ins.mask_b, L))]
         with m.Elif(s0_pace != 0):
             m.d.sync += s0_pace.eq(s0_pace - 1)
 
@@ -251,9 +267,10 @@ class VectorUnit(wiring.Component):
             m.d.sync += s2_a[j].eq(a)
             m.d.sync += s2_b[j].eq(Mux(src2_scalar, scalar, Mux(src2_vec, vec_b, ins.imm)))
             # The table index sat8(a) + 128 goes to the LUT now; the entry arrives in s2.
-            m.d.comb += lut.i_index[j].eq(Mux(a > 127, 255, Mux(a < -128, 0, a + 128)))
-            lane = s1_beat * L + j
-            m.d.sync += s2_cond[j].eq(s1_row * ins.mask_a + lane * ins.mask_b + ins.imm > 0)
+            # Adding 128 to an int8 flips its sign bit.
+            a8 = clamp(a, 8)
+            m.d.comb += lut.i_index[j].eq(Cat(a8[:7], ~a8[7]))
+            m.d.sync += s2_cond[j].eq(~(s1_rbterm + mask_c[j])[-1])
 
         # VTRANS: the arriving row fills a line of the buffer while the same line of the
         # previous block is read out (transposed) to the write register.
@@ -265,8 +282,7 @@ class VectorUnit(wiring.Component):
         m.d.comb += [lut.i_wr_en.eq(s1_valid & is_lutld), lut.i_wr_addr.eq(s1_lutaddr)]
         for p in range(W):
             d = self.acc_rd1.data[p]
-            m.d.comb += lut.i_wr_data[p].eq(
-                Mux(d > _INT16_MAX, _INT16_MAX, Mux(d < _INT16_MIN, _INT16_MIN, d)))
+            m.d.comb += lut.i_wr_data[p].eq(clamp(d, 16))
 
         # ------------------------------------------------------------------------------------
         # s2: compute.
@@ -373,7 +389,8 @@ class VectorUnit(wiring.Component):
         with m.If(self.i_cmd.valid & ~busy):
             m.d.sync += [
                 ins.eq(cmd), s0_row.eq(0), s0_beat.eq(0), s0_pace.eq(0), s0_line.eq(0),
-                s0_block.eq(0), s0_src1.eq(cmd.src1.addr[lw:]),
+                s0_block.eq(0), s0_src1.eq(cmd.src1.addr[lw:]), s0_rterm.eq(0), s0_bterm.eq(0),
+                *[c.eq(cmd.imm + _times(cmd.mask_b, j) - 1) for j, c in enumerate(mask_c)],
                 s0_src2.eq(Mux(cmd.src2.mode == Src2Mode.SCALAR, cmd.src2.addr,
                                cmd.src2.addr[lw:])),
                 s0_dst.eq(cmd.dst.addr[lw:]),

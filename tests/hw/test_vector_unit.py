@@ -13,13 +13,14 @@ import random
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from llmaccel.hw.config import AccelConfig, preset
 from llmaccel.hw.isa import Opcode, Space, Src2Mode
 from llmaccel.hw.vec_divider import VecDivider
 from llmaccel.hw.vec_isqrt import VecIsqrt
-from llmaccel.hw.vec_requant import VecRequant
+from llmaccel.hw.vec_requant import VecRequant, clamp
 from llmaccel.hw.vector_unit import VectorUnit
 from llmaccel.sim.cocotb.vector_unit import (
     Case,
@@ -113,6 +114,33 @@ def test_requant_matches_numerics(seed):
                 assert got == want.tolist(), (shift, bits)
 
     sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("shape", [signed(64), signed(33), signed(17), unsigned(16),
+                                   unsigned(40), signed(8)])
+def test_clamp_matches_clip_at_every_edge(shape):
+    # vec_requant.clamp tests the bits above the sign instead of comparing: check it at both
+    # edges of int8, int16 and int32, one either side, and at the ends of the input's range.
+    lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed \
+        else (0, (1 << shape.width) - 1)
+    values = ([lo, hi, 0, 1, -1]
+              + [e + d for b in (8, 16, 32) for e in (-(1 << (b - 1)), (1 << (b - 1)) - 1)
+                 for d in (-1, 0, 1)])
+    values = sorted({v for v in values if lo <= v <= hi})
+    x = Signal(shape)
+    outs = {b: Signal(signed(b)) for b in (8, 16, 32)}
+    m = Module()
+    m.d.comb += [o.eq(clamp(x, b)) for b, o in outs.items()]
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(x, v)
+            for b, o in outs.items():
+                assert ctx.get(o) == min(max(v, -(1 << (b - 1))), (1 << (b - 1)) - 1), (v, b)
+
+    sim = Simulator(m)
     sim.add_testbench(bench)
     sim.run()
 
