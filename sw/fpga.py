@@ -641,7 +641,7 @@ def place_route_unit(cfg: AccelConfig, unit: str, out_dir: str | Path | None = N
                       date=time.strftime("%Y-%m-%d"))
     t0 = time.perf_counter()
     say(f"elaborating {unit} of config {cfg.name!r} with registered ports")
-    harness = _registered(units[unit]())
+    harness = _registered(units[unit](), UNIT_INSTANCES[unit])
     (out / f"{top}.il").write_text(rtlil.convert(harness, name=top, emit_src=False))
     res.seconds["elaborate"] = round(time.perf_counter() - t0, 1)
     if _yosys_synth(res, board, out, yosys, soft_wide_mul=soft_wide_mul, say=say):
@@ -654,8 +654,19 @@ def place_route_unit(cfg: AccelConfig, unit: str, out_dir: str | Path | None = N
     return res
 
 
-def _registered(unit):
-    """``unit`` behind a register on every port bit: the out-of-context harness.
+#: The instance name of each unit of :func:`design_units` in the accelerator (``uart_bridge``:
+#: in the board top). The out-of-context harness names its unit so, which makes the DSP
+#: policy's patterns (:data:`DSP_PRODUCTS`, :data:`LUT_PRODUCTS`) match a unit on its own as
+#: they match it in the whole design.
+UNIT_INSTANCES = {"controller": "ctrl", "dma_load": "load", "dma_store": "store",
+                  "gemm_core": "gemm", "pim_unit": "pim", "vector_unit": "vec", "sram_sp": "sp",
+                  "sram_acc": "acc", "dram_channel": "dram", "wishbone": "host",
+                  "uart_bridge": "bridge"}
+
+
+def _registered(unit, name: str = "unit"):
+    """``unit`` behind a register on every port bit: the out-of-context harness; the unit's
+    instance is called ``name``.
 
     Out of context nextpnr times only paths between flip-flops, and it refuses a netlist in
     which a top-level input drives an output port directly (Yosys gives both ports one net).
@@ -675,13 +686,13 @@ def _registered(unit):
     class Registered(wiring.Component):
         def elaborate(self, platform):
             m = Module()
-            m.submodules.unit = unit
-            for name, flow, inner in ports:
-                outer = getattr(self, name)
+            m.submodules[name] = unit
+            for port, flow, inner in ports:
+                outer = getattr(self, port)
                 m.d.sync += inner.eq(outer) if flow == In else outer.eq(inner)
             return m
 
-    return Registered({name: (In if flow == In else Out)(len(v)) for name, flow, v in ports})
+    return Registered({port: (In if flow == In else Out)(len(v)) for port, flow, v in ports})
 
 
 def _boundary_ff(netlist: Path, top: str) -> int:

@@ -224,17 +224,30 @@ def test_memory_with_more_ports_than_block_ram_is_reported_as_flip_flops(tmp_pat
 
 @needs_nextpnr
 def test_unit_places_and_routes_out_of_context(tmp_path):
-    # A 2×2 array keeps the run short (about 20 s): four int8 MACs, four DSP blocks.
+    # A 2×2 array keeps the run short (about 20 s): four int8 MACs, which the DSP policy
+    # (LUT_PRODUCTS) builds from LUTs, in the unit on its own as in the whole design.
     cfg = TINY.replace(name="tiny2x2", array_rows=2, array_cols=2, vector_lanes=2)
     r = fpga.place_route_unit(cfg, "gemm_core", tmp_path)
     assert r.placed and not r.pnr_error
     assert r.top == "llmaccel_gemm_core" and r.target_mhz == 100.0
-    assert r.resources["dsp"] == 4
+    assert r.resources["dsp"] == 0
     assert r.resources["boundary_ff"] > 0 and r.resources["ff"] > 0
     assert r.fmax_mhz is not None and r.fmax_mhz > 0
     assert r.critical_path[0].startswith("Critical path report for clock 'clk'")
-    assert any("Source unit." in ln for ln in r.critical_path)
+    assert any("Source gemm." in ln for ln in r.critical_path)
     assert (tmp_path / "nextpnr.log").exists()
+
+
+def test_unit_harness_names_each_unit_as_the_accelerator_does():
+    # The DSP policy's patterns match the flattened instance names (gemm., vec.alu., ctrl.).
+    from llmaccel.hw.accelerator import Accelerator
+
+    accel = Accelerator(TINY)
+    units = fpga.design_units(TINY)
+    assert set(fpga.UNIT_INSTANCES) == set(units)
+    for unit, name in fpga.UNIT_INSTANCES.items():
+        if unit != "uart_bridge":            # in the board top, beside the accelerator
+            assert type(getattr(accel, name)) is type(units[unit]()), unit
 
 
 def test_synth_unit_unknown_name_lists_the_units(capsys):
