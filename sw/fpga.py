@@ -43,6 +43,7 @@ __all__ = [
     "FpgaToolMissingError",
     "SynthResult",
     "board_ports",
+    "deep_paths",
     "design_units",
     "place_route_unit",
     "synthesize",
@@ -350,6 +351,7 @@ class SynthResult:
     fmax_mhz: float | None = None    # achieved, core clock (nextpnr)
     target_mhz: float | None = None  # the clock constraint nextpnr worked towards
     critical_path: list[str] = field(default_factory=list)
+    deep_paths: list[dict] = field(default_factory=list)   # estimate when not routed (ECP5)
     pnr_utilization: dict = field(default_factory=dict)   # nextpnr: cell type → used
     placed: bool = False             # nextpnr placed and routed the design
     pnr_error: str = ""
@@ -489,6 +491,134 @@ def _critical_path(log: Path) -> list[str]:
     return out
 
 
+#: Rough ECP5 (speed 6) delays in ns for :func:`deep_paths`: a cell's input-to-output delay
+#: (``CCU2C`` carry-in to carry-out and to sum separately) and a path's start at a flip-flop,
+#: a block RAM without output register or a registered multiplier. For ranking paths, not
+#: for timing sign-off: the wires, ``wire_ns`` per net, are most of a real path.
+_PATH_DELAY_NS = {"LUT4": 0.45, "PFUMX": 0.3, "L6MUX21": 0.3, "CCU2C": 0.5, "CIN_COUT": 0.05,
+                  "CIN_S": 0.3, "TRELLIS_DPR16X4": 1.0, "MULT18X18D": 3.9}
+_PATH_START_NS = {"TRELLIS_FF": 0.4, "DP16KD": 5.8, "MULT18X18D": 1.0}
+_MULT_REGS = ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_PIPELINE_CLK", "REG_OUTPUT_CLK")
+
+
+def deep_paths(netlist: str | Path, top: str = BOARD_TOP_NAME, *, n: int = 5,
+               wire_ns: float = 1.5) -> list[dict]:
+    """The ``n`` longest register-to-register paths of a synthesised ECP5 netlist (Yosys JSON)
+    by a rough delay model: each cell's delay (:data:`_PATH_DELAY_NS`) plus ``wire_ns`` per
+    net (a carry chain's own links cost almost nothing). nextpnr names the critical path only
+    after routing; this finds the deep paths of a design that does not route, before
+    placement. One path per endpoint register or memory; each is a dict with the estimate
+    ``ns``, the number of ``cells`` on it, its ``start`` net, its ``end`` (cell.port) and the
+    units it passes ``through`` (the first two levels of the net names, in order).
+    """
+    mod = json.loads(Path(netlist).read_text())["modules"][top]
+    cells = mod["cells"]
+    names: dict[int, str] = {}
+    rank: dict[int, tuple] = {}          # a net's user-given name before Yosys', then shortest
+    for name, info in mod["netnames"].items():
+        r = (info.get("hide_name", 0), len(name))
+        for bit in info["bits"]:
+            if isinstance(bit, int) and (bit not in rank or r < rank[bit]):
+                names[bit], rank[bit] = name, r
+    driver = {bit: (cn, port) for cn, c in cells.items()
+              for port, d in c.get("port_directions", {}).items() if d == "output"
+              for bit in c["connections"][port] if isinstance(bit, int)}
+
+    def comb_mult(c):
+        return all(str(c.get("parameters", {}).get(k, "NONE")).strip() in ("NONE", "")
+                   for k in _MULT_REGS)
+
+    def arcs(c, port):
+        """(input port, delay) of a combinational output; None where a path starts."""
+        t = c["type"]
+        ins = [p for p, d in c["port_directions"].items() if d == "input"]
+        if t == "CCU2C":
+            return [(p, _PATH_DELAY_NS["CIN_COUT" if port == "COUT" else "CIN_S"] if p == "CIN"
+                     else _PATH_DELAY_NS["CCU2C"]) for p in ins]
+        if t == "TRELLIS_DPR16X4":
+            return [(p, _PATH_DELAY_NS[t]) for p in ins if p.startswith("RAD")]
+        if t == "MULT18X18D":
+            return [(p, _PATH_DELAY_NS[t]) for p in ins
+                    if p[0] in "AB" and p[1:].isdigit()] if comb_mult(c) else None
+        return [(p, _PATH_DELAY_NS[t]) for p in ins] if t in _PATH_DELAY_NS else None
+
+    arrival: dict[int, float] = {}
+    pred: dict[int, int | None] = {}
+
+    def inputs(bit):
+        cn, port = driver[bit]
+        c = cells[cn]
+        return [(b, delay + (_PATH_DELAY_NS["CIN_COUT"] if p == "CIN" else wire_ns))
+                for p, delay in arcs(c, port) for b in c["connections"].get(p, [])
+                if isinstance(b, int)]
+
+    def settle(bit):
+        """Arrival time at ``bit`` (iterative depth-first; a combinational loop is cut)."""
+        stack = [bit]
+        while stack:
+            b = stack[-1]
+            if b in arrival:
+                stack.pop()
+                continue
+            if b not in driver or arcs(cells[driver[b][0]], driver[b][1]) is None:
+                arrival[b] = _PATH_START_NS.get(cells[driver[b][0]]["type"], 0.0) \
+                    if b in driver else 0.0
+                pred[b] = None
+                stack.pop()
+                continue
+            todo = [i for i, _ in inputs(b) if i not in arrival and i not in pred]
+            if todo:
+                pred[b] = None                      # on the stack: marks a loop
+                stack.extend(todo)
+                continue
+            best, via = 0.0, None
+            for i, extra in inputs(b):
+                if arrival.get(i, 0.0) + extra > best:
+                    best, via = arrival.get(i, 0.0) + extra, i
+            arrival[b], pred[b] = best, via
+            stack.pop()
+        return arrival[bit]
+
+    ends = []
+    for cn, c in cells.items():
+        t = c["type"]
+        for port, d in c.get("port_directions", {}).items():
+            if d != "input" or not (
+                    (t == "TRELLIS_FF" and port in ("DI", "M", "CE", "LSR")) or t == "DP16KD"
+                    or (t == "TRELLIS_DPR16X4" and not port.startswith("RAD"))
+                    or (t == "MULT18X18D" and not comb_mult(c))):
+                continue
+            for bit in c["connections"][port]:
+                if isinstance(bit, int):
+                    ends.append((settle(bit) + wire_ns, cn, port, bit))
+    ends.sort(key=lambda e: -e[0])
+
+    def base(name):                     # a net or cell name without Yosys' mapping suffixes
+        return re.sub(r"(_TRELLIS|_LUT4|_PFUMX|_L6MUX|_CCU2C|\.\d|\[).*", "", name)
+
+    out, seen = [], set()
+    for ns, cn, port, bit in ends:
+        key = re.sub(r"\d+", "#", base(cn))          # one path for bank0 … bank3 alike
+        if key in seen:
+            continue
+        seen.add(key)
+        chain = []
+        while bit is not None:
+            chain.append(bit)
+            bit = pred.get(bit)
+        chain.reverse()
+        units = []
+        for b in chain:
+            unit = ".".join(base(names.get(b, "?")).split(".")[:2])
+            if not units or units[-1] != unit:
+                units.append(unit)
+        out.append({"ns": round(ns, 1), "cells": len(chain), "start": names.get(chain[0], "?"),
+                    "end": f"{cn}.{port}", "through": units})
+        if len(out) == n:
+            break
+    return out
+
+
 def synth_component(component, name: str, out_dir: str | Path, *, target: str = "ecp5",
                     options: str = "", collision_x: bool = False) -> tuple[dict, dict]:
     """Yosys synthesis of one Amaranth component (no place-and-route): returns the cell counts
@@ -608,6 +738,13 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
                             "--lpf", lpf.name, "--textcfg", f"{BOARD_TOP_NAME}.config",
                             "--report", "report.json", "--timing-allow-fail",
                             "--seed", str(seed), *pnr_args], say)
+    netlist = out / f"{BOARD_TOP_NAME}.json"
+    if target == "ecp5" and not res.placed and netlist.exists():
+        say("estimating the netlist's deepest paths (nextpnr names the critical path only "
+            "after routing)")
+        t0 = time.perf_counter()
+        res.deep_paths = deep_paths(netlist)
+        res.seconds["deep_paths"] = round(time.perf_counter() - t0, 1)
     return res
 
 

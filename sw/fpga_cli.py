@@ -57,6 +57,10 @@ def _table(r) -> str:
     if r.critical_path:
         out.append("critical path (nextpnr):")
         out.extend(f"  {ln}" for ln in r.critical_path[-12:])
+    elif r.deep_paths:
+        out.append("deepest paths (estimate before placement: cell delays + 1.5 ns per net):")
+        out.extend(f"  {p['ns']:5.1f} ns, {p['cells']:3d} cells: {p['start']} → {p['end']} "
+                   f"(through {' → '.join(p['through'])})" for p in r.deep_paths)
     return "\n".join(out)
 
 

@@ -9,7 +9,7 @@ import sys
 from typing import ClassVar
 
 import pytest
-from amaranth import Module, signed
+from amaranth import Module, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -144,6 +144,40 @@ def test_dsp_policy_places_products_by_unit(tmp_path):
     # The GEMM core's int8 product alone: LUTs, where outside ``gemm`` it takes a DSP block.
     assert synth("pe", _Products({"pe": ("gemm.array", 8, 8)})).get("MULT18X18D", 0) == 0
     assert synth("pim", _Products({"pe": ("pim", 8, 8)})).get("MULT18X18D") == 1
+
+
+class _DeepAndShallow(wiring.Component):
+    """Two registered paths: a sum of three 32-bit values (deep) and one AND gate (shallow)."""
+
+    def __init__(self):
+        super().__init__({"a": In(32), "b": In(32), "c": In(32), "deep": Out(34),
+                          "shallow": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        ra, rb, rc = (Signal(32, name=n) for n in ("ra", "rb", "rc"))
+        m.d.sync += [ra.eq(self.a), rb.eq(self.b), rc.eq(self.c),
+                     self.shallow.eq(ra[0] & rb[0]), self.deep.eq(ra + rb + rc)]
+        return m
+
+
+@needs_yosys
+def test_deep_paths_ranks_a_carry_chain_above_a_gate(tmp_path):
+    from amaranth.back import rtlil
+
+    (tmp_path / "top.il").write_text(rtlil.convert(_DeepAndShallow(), name="top",
+                                                   emit_src=False))
+    fpga._run_logged([*fpga.yosys_cmd(), "-p", "read_rtlil top.il; synth_ecp5 -top top "
+                      "-json top.json"], tmp_path / "yosys.log", "yosys", lambda _m: None,
+                     cwd=tmp_path)
+    paths = fpga.deep_paths(tmp_path / "top.json", "top", n=10)
+    assert paths == sorted(paths, key=lambda p: -p["ns"])
+    deepest = paths[0]
+    shallow, = [p for p in paths if p["end"].startswith("shallow")]
+    assert deepest["end"].startswith("deep") and deepest["cells"] > 16   # a chain of CCU2Cs
+    assert shallow["cells"] <= 3 and shallow["start"] in ("ra", "rb")
+    assert deepest["ns"] > shallow["ns"] + 2             # two adders after a gate
+    assert len({p["end"].split("_TRELLIS")[0] for p in paths}) == len(paths)
 
 
 @needs_yosys
