@@ -651,8 +651,9 @@ def synth_component(component, name: str, out_dir: str | Path, *, target: str = 
 #: the DMA engines and the instruction checker) would take 2-4 DSP blocks apiece.
 SOFT_MUL_WIDTH = 9
 
-#: Exceptions for the whole design (the patterns match the flattened cell names,
-#: ``$flatten\accel.\ctrl.…``, so a unit synthesised on its own keeps the default):
+#: Exceptions (the patterns match the flattened cell names, ``$flatten\accel.\ctrl.…``; a unit
+#: synthesised on its own matches too, as its harness names it as the accelerator does,
+#: :data:`UNIT_INSTANCES`):
 #:
 #: * ``DSP_PRODUCTS``: wide products that take DSP blocks after all. Each rule names a
 #:   ``hierarchy`` and the product shape: one operand wider than ``wide`` bits and the other
