@@ -507,7 +507,8 @@ def deep_paths(netlist: str | Path, top: str = BOARD_TOP_NAME, *, n: int = 5,
     by a rough delay model: each cell's delay (:data:`_PATH_DELAY_NS`) plus ``wire_ns`` per
     net (a carry chain's own links cost almost nothing). nextpnr names the critical path only
     after routing; this finds the deep paths of a design that does not route, before
-    placement. One path per endpoint register or memory; each is a dict with the estimate
+    placement. One path per endpoint name, its numbers ignored (``bank0`` … ``bank3``, but also
+    ``s1_x`` and ``s2_x``, count once); each is a dict with the estimate
     ``ns``, the number of ``cells`` on it, its ``start`` net, its ``end`` (cell.port) and the
     units it passes ``through`` (the first two levels of the net names, in order).
     """
@@ -659,8 +660,8 @@ SOFT_MUL_WIDTH = 9
 #:   ``hierarchy`` and the product shape: one operand wider than ``wide`` bits and the other
 #:   wider than ``narrow``. The controller's address and range products (17–34 × 16–32 bits:
 #:   two MULT18X18D each, ~550 LUT4 each as Booth logic; a 16 × 16 or × 4 product is cheap in
-#:   LUTs and stays there) and the vector unit's 32 × 32 ``VMUL`` (four MULT18X18D and ~100
-#:   LUT4 of adders per lane instead of ~3 300 LUT4 of Booth logic).
+#:   LUTs and stays there) and the vector unit's 32 × 32 ``VMUL`` (four MULT18X18D per lane:
+#:   Yosys on ``VecAlu(4)`` gives 1 679 LUT4 with DSPs, 13 084 as Booth logic).
 #: * ``LUT_PRODUCTS``: int8 products built from LUTs although narrow, to make room: the
 #:   systolic array's, ~150 LUT4 each. The ``fpga`` preset runs the tiny GPT with the PIM
 #:   engines only (the compact image's PIM prefill), so the array is idle there; it stays in
