@@ -110,7 +110,8 @@ class Controller(wiring.Component):
     from the channel's commands; ``sram_conflicts`` from ``i_sram_conflict``;
     ``dram_row_hits`` / ``dram_row_misses`` classify every RD and WR: a miss is the first
     column command to a bank after an ACT (PIM column reads count as column commands for this,
-    not as hits or misses). ``i_clear`` zeroes them.
+    not as hits or misses). ``i_clear`` zeroes them. Increments are registered: a count lands
+    a cycle after its event, so the counters are final one cycle after STATUS leaves RUNNING.
 
     Parameters
     ----------
@@ -509,9 +510,17 @@ class Controller(wiring.Component):
         miss = fresh.bit_select(cmd.bank, 1)
         m.d.comb += [inc["dram_row_hits"].eq(is_col & ~miss),
                      inc["dram_row_misses"].eq(is_col & miss)]
+        # The increments are registered before they are added: they come from across the
+        # design (the DRAM channel's command, every SRAM client's request), and a 64-bit add
+        # behind them would be one of the longest paths on an FPGA. A count therefore lands
+        # one cycle after the event, and the run's last increments one cycle after STATUS
+        # turns DONE or ERROR. A host reads STATUS and a counter in two bus transactions, so
+        # any counter it reads after seeing the run end is final.
         for k, name in enumerate(COUNTERS):
+            inc_q = Signal(WORK_BITS, name=f"inc_q_{name}")
+            m.d.sync += inc_q.eq(Mux(running & ~self.i_clear, inc[name], 0))
             with m.If(self.i_clear):
                 m.d.sync += cnt[k].eq(0)
-            with m.Elif(running):
-                m.d.sync += cnt[k].eq(cnt[k] + inc[name])
+            with m.Else():
+                m.d.sync += cnt[k].eq(cnt[k] + inc_q)
         return m

@@ -155,6 +155,9 @@ def run_rtl(cfg: AccelConfig, image: bytes, *, sp: np.ndarray | None = None,
             out["status"] = ctx.get(dut.ctrl.o_status)
             out["error"] = ErrorCode(ctx.get(dut.ctrl.o_error))
             out["error_pc"] = ctx.get(dut.ctrl.o_error_pc)
+            # The counters' increments are registered: the last lands a cycle after STATUS
+            # leaves RUNNING, before any bus read of them could follow the read of STATUS.
+            await b.tick()
             cnt = ctx.get(dut.ctrl.o_counters)
             out["counters"] = {name: int(cnt[k]) for k, name in enumerate(COUNTERS)}
             out["sp"] = _unrows([ctx.get(dut.sp.row_data(i)) for i in range(cfg.sp_rows)], W, 8)
