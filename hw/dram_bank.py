@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AccelConfig
 
 __all__ = ["DramBank", "DramCmd", "col_word_layout", "storage_names", "storage_pieces",
-           "timing_counter_bits"]
+           "wait_counter"]
 
 
 class DramCmd(enum.Enum, shape=3):
@@ -42,11 +42,14 @@ def col_word_layout(cfg: AccelConfig) -> data.ArrayLayout:
     return data.ArrayLayout(unsigned(8), cfg.col_bytes)
 
 
-def timing_counter_bits(cfg: AccelConfig) -> int:
-    """Width of a down-counter that can hold any timing parameter (plus bursts)."""
-    t = cfg.timing
-    longest = max(t.tRFC, t.tRC, t.tRAS, t.tFAW, t.tCL + t.tBURST, t.tWR + t.tBURST, t.tREFI)
-    return longest.bit_length()
+def wait_counter(name: str, *constraints: int) -> Signal:
+    """A down-counter ("cycles until legal", zero: legal now) for constraints of these lengths
+    in cycles: a constraint of c cycles sets it to at most c - 1, so it is as wide as the
+    longest needs rather than as wide as tREFI. Its comparisons are on the scheduler's path to
+    the command, so the width counts. At least one bit (a zero-width signal is an illegal
+    vector in Verilog); when every constraint is one cycle, as on the ``fpga`` preset, it
+    stays zero and synthesis removes it."""
+    return Signal(range(max(2, *constraints)), name=name)
 
 
 def _bits(n: int) -> int:
@@ -186,11 +189,10 @@ class DramBank(wiring.Component):
         else:
             m.d.comb += self.rd_data.as_value().eq(rd_data[0])
 
-        w = timing_counter_bits(cfg)
-        act_wait = Signal(w)
-        pre_wait = Signal(w)
-        col_wait = Signal(w)
-        ccd_wait = Signal(w)
+        act_wait = wait_counter("act_wait", t.tRC, t.tRP, t.tRFC)
+        pre_wait = wait_counter("pre_wait", t.tRAS, t.tRTP, t.tBURST + t.tWR)
+        col_wait = wait_counter("col_wait", t.tRCD)
+        ccd_wait = wait_counter("ccd_wait", t.tCCD_L)
         is_open = Signal()
         open_row = Signal.like(self.open_row)
         m.d.comb += [

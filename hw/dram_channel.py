@@ -37,7 +37,7 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import PIM_COL_BITS, AccelConfig
-from .dram_bank import DramBank, DramCmd, col_word_layout, timing_counter_bits
+from .dram_bank import DramBank, DramCmd, col_word_layout, wait_counter
 from .pim_mac import PimMac
 from .pim_unit import pim_port_signature
 from .ports import dram_port_signature
@@ -218,7 +218,6 @@ class DramChannel(wiring.Component):
         cfg, t = self.cfg, self.cfg.timing
         B, P, G = cfg.dram_banks, self.n_ports, cfg.dram_bank_groups
         cb = (cfg.cols_per_row - 1).bit_length()
-        cw = timing_counter_bits(cfg)
 
         banks = [DramBank(cfg, self._init[b] if self._init else None) for b in range(B)]
         engines = [PimMac(cfg) for _ in range(B)]
@@ -238,10 +237,10 @@ class DramChannel(wiring.Component):
 
         # ---------------------------------------------------------------------------------
         # Channel-wide timing state (down-counters: zero means legal).
-        rrd_wait = Array(Signal(cw, name=f"rrd_wait{g}") for g in range(G))
-        faw = [Signal(cw, name=f"faw{i}") for i in range(4)]
-        ccd_wait = Array(Signal(cw, name=f"ccd_wait{g}") for g in range(G))
-        bus_busy = Signal(cw)
+        rrd_wait = Array(wait_counter(f"rrd_wait{g}", t.tRRD_L, t.tRRD_S) for g in range(G))
+        faw = [wait_counter(f"faw{i}", t.tFAW) for i in range(4)]
+        ccd_wait = Array(wait_counter(f"ccd_wait{g}", t.tCCD_L, t.tCCD_S) for g in range(G))
+        bus_busy = wait_counter("bus_busy", t.tCL + t.tBURST, t.tBURST)
         faw_ok = faw[0] == 0
 
         retire = Signal(3)                  # MACs retired (every bank done), modulo 8
@@ -268,17 +267,14 @@ class DramChannel(wiring.Component):
         depth = rsp_depth(cfg)
         pend_rsp = [Signal(range(depth + 1), name=f"pend_rsp{p}") for p in range(P)]
         hit = Signal(P)
-        urgent = Signal(P)
+        urgent = Signal(P)          # registered: hv[p] & (age[p] == starve_limit)
         col_legal = Signal(P)
         pre_legal = Signal(P)
         act_legal = Signal(P)
         for p in range(P):
             h = head[p]
             g = h.bank % G if G > 1 else 0
-            m.d.comb += [
-                hit[p].eq(hv[p] & is_open[h.bank] & (open_row[h.bank] == h.row)),
-                urgent[p].eq(hv[p] & (age[p] == self.starve_limit)),
-            ]
+            m.d.comb += hit[p].eq(hv[p] & is_open[h.bank] & (open_row[h.bank] == h.row))
         for p in range(P):
             h = head[p]
             g = h.bank % G if G > 1 else 0
@@ -374,8 +370,30 @@ class DramChannel(wiring.Component):
 
         # ---------------------------------------------------------------------------------
         # Banks and engines.
+        #
+        # A column command reaches the block RAMs a cycle after it issues, from registers
+        # (``late``): the command is chosen combinationally from the scheduler's state, and on
+        # an FPGA its path on to the address pins of every bank's block RAMs was the longest in
+        # the design. Nothing observable moves: a read's data still reach the port's FIFO
+        # tCL + tBURST - 1 cycles after the RD (the read pipeline below is a stage shorter),
+        # writes stay in command order, and a PIM read never meets a delayed access (the
+        # channel is granted to PIM only a cycle after no head is valid, so after every column
+        # command). With tCL + tBURST = 2 there is no stage to spare and the command drives
+        # the block RAMs directly.
+        L = t.tCL + t.tBURST - 1             # cycles from RD issue to the FIFO write
+        late = L >= 2
         wsel = Array(h.wdata for h in head)[cport]
         msel = Array(h.wmask for h in head)[cport]
+        if late:
+            col_entry = Signal.like(banks[0].rd_addr)
+            col_bank = Signal(range(B))
+            col_wdata = Signal.like(banks[0].wr_data)
+            col_wmask = Signal(cfg.col_bytes)
+            m.d.sync += [col_entry.eq(entry(crow, ccol)), col_bank.eq(cbank),
+                         col_wdata.eq(wsel), col_wmask.eq(Mux(kind == DramCmd.WR, msel, 0))]
+        else:
+            col_entry, col_bank, col_wdata = entry(crow, ccol), cbank, wsel
+            col_wmask = Mux(kind == DramCmd.WR, msel, 0)
         # The host backdoor shares each bank's read and write port with the scheduler and wins
         # (the host uses it only while the machine is idle, so it meets no column command of
         # a running program): a host read takes every bank's read port, a host write every
@@ -395,8 +413,8 @@ class DramChannel(wiring.Component):
         m.d.comb += self.host.rdata.eq(Array(bk.rd_data for bk in banks)[host_bank_r])
         wr_addr = Signal.like(banks[0].wr_addr)
         wr_data = Signal.like(banks[0].wr_data)
-        m.d.comb += [wr_addr.eq(Mux(host_we, entry(hrow, hcol), entry(crow, ccol))),
-                     wr_data.eq(Mux(host_we, self.host.wdata, wsel))]
+        m.d.comb += [wr_addr.eq(Mux(host_we, entry(hrow, hcol), col_entry)),
+                     wr_data.eq(Mux(host_we, self.host.wdata, col_wdata))]
         for b in range(B):
             bk, e = banks[b], engines[b]
             to_me = (cbank == b) & (kind != DramCmd.NONE)
@@ -406,8 +424,8 @@ class DramChannel(wiring.Component):
                 m.d.comb += bk.cmd.eq(kind)
             with m.Elif(mac_go[b]):
                 m.d.comb += bk.cmd.eq(DramCmd.MAC)
-            sched_rd_addr = Mux(granted, e.mem_addr, entry(crow, ccol))
-            sched_wr_mask = Mux((to_me & (kind == DramCmd.WR)), msel, 0)
+            sched_rd_addr = Mux(granted, e.mem_addr, col_entry)
+            sched_wr_mask = Mux(col_bank == b, col_wmask, 0)
             m.d.comb += [
                 bk.cmd_row.eq(crow),
                 bk.rd_en.eq(1),
@@ -474,18 +492,20 @@ class DramChannel(wiring.Component):
 
         # ---------------------------------------------------------------------------------
         # Requests in, responses out.
-        L = t.tCL + t.tBURST - 1             # cycles from RD issue to the FIFO write
         rd_issue = kind == DramCmd.RD
         vsr = [Signal(data.StructLayout({"valid": 1, "port": range(P), "bank": range(B)}),
                       name=f"rd_pipe{k}") for k in range(L)]
         m.d.sync += [vsr[0].valid.eq(rd_issue), vsr[0].port.eq(cport), vsr[0].bank.eq(cbank)]
         for k in range(1, L):
             m.d.sync += vsr[k].eq(vsr[k - 1])
-        rd_word = Array(bk.rd_data for bk in banks)[vsr[0].bank]
-        dsr = [Signal(col_word_layout(cfg), name=f"rd_data{k}") for k in range(L - 1)]
+        # The block RAM's data arrive a cycle after its address, which is a cycle after the RD
+        # when ``late``.
+        rd_word = Array(bk.rd_data for bk in banks)[vsr[1 if late else 0].bank]
+        dsr = [Signal(col_word_layout(cfg), name=f"rd_data{k}")
+               for k in range(L - (2 if late else 1))]
         if dsr:
             m.d.sync += dsr[0].eq(rd_word)
-            for k in range(1, L - 1):
+            for k in range(1, len(dsr)):
                 m.d.sync += dsr[k].eq(dsr[k - 1])
         fifo_word = dsr[-1] if dsr else rd_word
         fifo_valid = vsr[-1]
@@ -505,16 +525,20 @@ class DramChannel(wiring.Component):
             popped = port.rsp.valid & port.rsp.ready
             m.d.sync += pend_rsp[p].eq(pend_rsp[p] + (rd_issue & (cport == p)) - popped)
             m.d.comb += port.req.ready.eq(~hold & (~hv[p] | issued))
+            # ``urgent`` is kept as a register next to ``age`` rather than compared from it,
+            # which takes the comparison off the scheduler's path to the command.
             with m.If(port.req.valid & port.req.ready):
                 bank, row, col = self._split(port.req.payload.addr)
-                m.d.sync += [hv[p].eq(1), age[p].eq(0), h.bank.eq(bank), h.row.eq(row),
-                             h.col.eq(col if cb else 0), h.write.eq(port.req.payload.write),
+                m.d.sync += [hv[p].eq(1), age[p].eq(0), urgent[p].eq(0), h.bank.eq(bank),
+                             h.row.eq(row), h.col.eq(col if cb else 0),
+                             h.write.eq(port.req.payload.write),
                              h.wdata.eq(port.req.payload.wdata),
                              h.wmask.eq(port.req.payload.wmask)]
             with m.Elif(issued):
-                m.d.sync += hv[p].eq(0)
-            with m.Elif(hv[p] & (age[p] != self.starve_limit)):
-                m.d.sync += age[p].eq(age[p] + 1)
+                m.d.sync += [hv[p].eq(0), urgent[p].eq(0)]
+            with m.Elif(hv[p] & ~urgent[p]):
+                m.d.sync += [age[p].eq(age[p] + 1),
+                             urgent[p].eq(age[p] == self.starve_limit - 1)]
 
         sel_issued = sel_valid & is_col & (cport == sel) & ~granted & ~ref_pending
         with m.If(sel_issued):
