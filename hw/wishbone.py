@@ -14,7 +14,7 @@ from .config import AccelConfig
 from .dram_channel import host_signature
 from .isa import ErrorCode
 from .ports import acc_read_signature, acc_write_signature, sp_read_signature, sp_write_signature
-from .regs import COUNTERS, ID_VALUE, HostMem, Reg, config_word
+from .regs import COUNTERS, ID_VALUE, HostMem, Reg, Status, config_word
 
 __all__ = ["WB_ADDR_WIDTH", "Wishbone", "wishbone_signature"]
 
@@ -54,9 +54,10 @@ class Wishbone(wiring.Component):
     advances MEM_ADDR: DRAM by 4 bytes (the low two address bits are ignored), SP by 4 int8
     elements (four per word, little-endian, the low two bits ignored), ACC by one int32
     element. SRAM writes take effect at once; DRAM goes through the channel's backdoor (no
-    timing; only while the machine is not running, as it takes the banks' ports from the
-    channel's scheduler). DRAM addresses at or above ``cfg.dram_bytes`` read as zero and
-    ignore writes.
+    timing). The backdoor takes the banks' ports from the channel's scheduler, so while STATUS
+    is RUNNING the DRAM window is closed: its reads return zero and its writes are ignored
+    (MEM_ADDR still advances), and a running program's accesses are never disturbed. DRAM
+    addresses at or above ``cfg.dram_bytes`` read as zero and ignore writes too.
 
     Parameters
     ----------
@@ -152,7 +153,10 @@ class Wishbone(wiring.Component):
         row = mem_addr[lw:]
         # Compared in full rather than truncated to the column address: the top of DRAM need
         # not be a power of two (AccelConfig.bank_rows), and no address may wrap around.
-        in_dram = mem_addr < cfg.dram_bytes
+        # Closed while a program runs: the backdoor would take the banks' ports from the
+        # scheduler (a host read in a cycle with a column command would hand the command the
+        # host's column, a host write would clobber the command's write).
+        in_dram = (mem_addr < cfg.dram_bytes) & (self.i_status != Status.RUNNING)
         dh = self.dram
         m.d.comb += [
             dh.addr.eq(mem_addr[5:5 + col_bits]),

@@ -591,10 +591,16 @@ def test_host_registers_and_memory_window(seed):
         await b.write(Reg.PROG_BASE, 0)
         await b.write(Reg.CTRL, 1)
         assert await b.read(Reg.STATUS) == Status.RUNNING
+        # While it runs the DRAM window is closed: a write is dropped, a read returns zero
+        # (the backdoor would take the banks' ports from the program's own accesses).
+        await b.write_mem(HostMem.DRAM, 0x2804, [~words[0] & 0xFFFFFFFF])
+        assert await b.read_mem(HostMem.DRAM, 0x2804, 1) == [0]
+        assert await b.read(Reg.STATUS) == Status.RUNNING
         while await b.read(Reg.STATUS) == Status.RUNNING:
             pass
         assert await b.read(Reg.STATUS) == Status.DONE
         assert (await b.read(Reg.ERROR), await b.read(Reg.ERROR_PC)) == (0, 0)
+        assert await b.read_mem(HostMem.DRAM, 0x2804, 1) == [words[0]]
         assert ctx.get(dut.o_done) and seen["irq"] == 1
         cnt = ctx.get(dut.ctrl.o_counters)
         for k, name in enumerate(COUNTERS):
