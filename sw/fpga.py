@@ -510,7 +510,8 @@ def deep_paths(netlist: str | Path, top: str = BOARD_TOP_NAME, *, n: int = 5,
     placement. One path per endpoint name, its numbers ignored (``bank0`` … ``bank3``, but also
     ``s1_x`` and ``s2_x``, count once); each is a dict with the estimate
     ``ns``, the number of ``cells`` on it, its ``start`` net, its ``end`` (cell.port) and the
-    units it passes ``through`` (the first two levels of the net names, in order).
+    units it passes ``through`` (the first two levels of the net names, in order) and the
+    ``nets`` along it, start first.
     """
     mod = json.loads(Path(netlist).read_text())["modules"][top]
     cells = mod["cells"]
@@ -614,7 +615,8 @@ def deep_paths(netlist: str | Path, top: str = BOARD_TOP_NAME, *, n: int = 5,
             if not units or units[-1] != unit:
                 units.append(unit)
         out.append({"ns": round(ns, 1), "cells": len(chain), "start": names.get(chain[0], "?"),
-                    "end": f"{cn}.{port}", "through": units})
+                    "end": f"{cn}.{port}", "through": units,
+                    "nets": [names.get(b, "?") for b in chain]})
         if len(out) == n:
             break
     return out
