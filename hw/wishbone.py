@@ -57,7 +57,8 @@ class Wishbone(wiring.Component):
     timing). The backdoor takes the banks' ports from the channel's scheduler, so while STATUS
     is RUNNING the DRAM window is closed: its reads return zero and its writes are ignored
     (MEM_ADDR still advances), and a running program's accesses are never disturbed. DRAM
-    addresses at or above ``cfg.dram_bytes`` read as zero and ignore writes too.
+    addresses at or above ``cfg.dram_bytes``, SP addresses at or above ``cfg.sp_bytes`` and ACC
+    addresses at or above ``cfg.acc_elems`` read as zero and ignore writes too (none wraps).
 
     Parameters
     ----------
@@ -167,6 +168,10 @@ class Wishbone(wiring.Component):
         for k in range(cb // 4):
             for i in range(4):
                 m.d.comb += dh.wdata[4 * k + i].eq(bus.dat_w[8 * i:8 * i + 8])
+        in_sp = mem_addr < cfg.sp_bytes
+        in_acc = mem_addr < cfg.acc_elems
+        is_sp = is_sp & in_sp
+        is_acc = is_acc & in_acc
         m.d.comb += [self.sp_rd.addr.eq(row), self.sp_rd.en.eq(mem_go & ~bus.we & is_sp),
                      self.sp_wr.addr.eq(row)]
         for j in range(W):
@@ -207,9 +212,11 @@ class Wishbone(wiring.Component):
         mem_rd = Signal()
         r_sel = Signal(2)
         r_addr = Signal(5)
-        r_in_dram = Signal()
+        r_in_range = Signal()
         m.d.sync += [rdata.eq(reg_val), mem_rd.eq(mem_go & ~bus.we), r_sel.eq(mem_sel),
-                     r_addr.eq(mem_addr[:5]), r_in_dram.eq(in_dram)]
+                     r_addr.eq(mem_addr[:5]),
+                     r_in_range.eq(Mux(is_dram, in_dram, Mux(mem_sel == HostMem.SP, in_sp,
+                                                              in_acc)))]
         dram_word = Signal(32)
         m.d.comb += dram_word.eq(dh.rdata.as_value().word_select(r_addr[2:5], 32))
         sp_word = Signal(32)
@@ -220,9 +227,11 @@ class Wishbone(wiring.Component):
         else:
             m.d.comb += sp_word.eq(self.sp_rd.data.as_value())
         m.d.comb += acc_word.eq(self.acc_rd.data.as_value().word_select(r_lane, 32))
-        with m.If(mem_rd), m.Switch(r_sel):
+        with m.If(mem_rd & ~r_in_range):
+            m.d.comb += bus.dat_r.eq(0)
+        with m.Elif(mem_rd), m.Switch(r_sel):
             with m.Case(HostMem.DRAM):
-                m.d.comb += bus.dat_r.eq(Mux(r_in_dram, dram_word, 0))
+                m.d.comb += bus.dat_r.eq(dram_word)
             with m.Case(HostMem.SP):
                 m.d.comb += bus.dat_r.eq(sp_word)
             with m.Case(HostMem.ACC):

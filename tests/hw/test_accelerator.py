@@ -484,6 +484,31 @@ def test_memory_window_at_the_top_of_dram(cfg, seed):
     sim.run()
 
 
+def test_sram_windows_do_not_wrap(seed):
+    """The SP and ACC windows' last words work; the words at and above their tops (which alias
+    address 0 if addresses were truncated to the SRAMs' sizes) read as zero and ignore
+    writes."""
+    rng = random.Random(seed)
+    dut = Accelerator(CFG, image=bytes(64))
+    words = [rng.getrandbits(32) for _ in range(4)]
+
+    async def tb(ctx):
+        b = Bus(ctx, dut.bus)
+        for mem, top, step in ((HostMem.SP, CFG.sp_bytes, 4), (HostMem.ACC, CFG.acc_elems, 1)):
+            await b.write_mem(mem, 0, words[:1])
+            await b.write_mem(mem, top - step, words[1:3])        # the second is dropped
+            assert await b.read(Reg.MEM_ADDR) == top + step, mem
+            await b.write_mem(mem, 2 * top, words[3:])
+            assert await b.read_mem(mem, top - step, 2) == [words[1], 0], mem
+            assert await b.read_mem(mem, 2 * top, 1) == [0], mem
+            assert await b.read_mem(mem, 0, 1) == words[:1], mem
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-9)
+    sim.add_testbench(tb)
+    sim.run()
+
+
 @pytest.fixture(scope="module")
 def tiny_gpt():
     from llmaccel.sw.compiler import CompiledGPT
