@@ -64,6 +64,35 @@ def _table(r) -> str:
     return "\n".join(out)
 
 
+def _check_pll(mhz: float) -> None:
+    """``--core-mhz`` must be a frequency the ECP5 PLL makes exactly from the ULX3S's 25 MHz
+    (hw/board_top.py); otherwise name the nearest that it does make."""
+    from llmaccel.hw.board_top import ecp5_pll_params  # noqa: PLC0415
+    from llmaccel.sw.fpga import BOARDS, board_clock_hz  # noqa: PLC0415
+
+    clk = board_clock_hz(BOARDS["ecp5"])
+    if mhz <= 0:
+        raise LlmaccelError(f"--core-mhz must be positive, not {mhz:g}")
+    if round(mhz * 1e6) == clk:
+        return
+    try:
+        ecp5_pll_params(clk, round(mhz * 1e6))
+    except ValueError:
+        near = []
+        for k in range(1, 801):
+            f = k * 0.5
+            try:
+                ecp5_pll_params(clk, round(f * 1e6))
+            except ValueError:
+                continue
+            near.append(f)
+        near = sorted({*near, clk / 1e6}, key=lambda f: (abs(f - mhz), f))
+        raise LlmaccelError(
+            f"--core-mhz {mhz:g}: the ECP5 PLL cannot make exactly {mhz:g} MHz from the "
+            f"board's {clk / 1e6:g} MHz (VCO 400–800 MHz, phase detector ≥ 10 MHz); nearest "
+            f"that it can: {', '.join(f'{f:g}' for f in sorted(near[:4]))} MHz") from None
+
+
 def cmd_synth(args) -> int:
     from llmaccel.sw.fpga import place_route_unit, synthesize  # noqa: PLC0415
 
@@ -79,6 +108,8 @@ def cmd_synth(args) -> int:
         raise LlmaccelError("--router chooses nextpnr-ecp5's router; it needs --target ecp5 "
                             "without --no-pnr")
     pnr_args = ("--router", args.router) if args.router else ()
+    if args.core_mhz is not None and not args.unit and args.target == "ecp5":
+        _check_pll(args.core_mhz)
     if args.unit:
         r = place_route_unit(cfg, args.unit, args.output, mhz=args.core_mhz or 100.0,
                              seed=args.seed, command=cmd, soft_wide_mul=not args.dsp_all,
@@ -170,8 +201,9 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                         "sram_acc, dram_channel, wishbone, uart_bridge")
     s.add_argument("--no-pnr", action="store_true", help="ECP5: synthesis only (not with --unit)")
     s.add_argument("--dsp-all", action="store_true",
-                   help="map every multiplier to DSP blocks (default: only the int8 MACs; "
-                        "wider products become LUT logic)")
+                   help="map every multiplier to DSP blocks (default: the DSP policy of "
+                        "docs/fpga.md: the PIM MACs, the controller's address products and "
+                        "VMUL on DSP blocks, every other product in LUT logic)")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     s.add_argument("--router", choices=("router1", "router2"),
                    help="ECP5: nextpnr's router (default: nextpnr's, router1); router2 "

@@ -300,6 +300,16 @@ def test_synth_unit_needs_the_ecp5_target(capsys):
     assert "it needs --target ecp5 without --no-pnr" in capsys.readouterr().err
 
 
+def test_synth_core_mhz_the_pll_cannot_make_names_the_nearest(monkeypatch, capsys):
+    # Checked before anything is built: 20 MHz needs a 5 MHz phase detector from 25 MHz.
+    monkeypatch.setattr(fpga, "synthesize", lambda *a, **k: pytest.fail("not checked first"))
+    assert main(["synth", "--config", "tiny", "--no-pnr", "--core-mhz", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot make exactly 20 MHz" in err and "12.5, 25, 37.5, 50 MHz" in err
+    assert main(["synth", "--config", "tiny", "--no-pnr", "--core-mhz", "0"]) == 2
+    assert "must be positive" in capsys.readouterr().err
+
+
 def test_synth_router_reaches_nextpnr(monkeypatch):
     # --router goes to nextpnr after the flow's own arguments (the last one wins there).
     seen = {}
