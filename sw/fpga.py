@@ -302,11 +302,15 @@ def _run_logged(args: list[str], log: Path, what: str, say: Callable[[str], None
     return rc
 
 
+def _stopped_in_abc(lines: list[str]) -> bool:
+    last = next((ln for ln in reversed(lines) if ln.strip()), "")
+    return last.startswith("Running ABC command")
+
+
 def _abc_hint(lines: list[str]) -> str:
     """An explanation when a log ends in ABC with no message: YoWASP Yosys 0.70 exits there on
     some netlists (docs/fpga.md, "YoWASP Yosys 0.70 and ABC9")."""
-    last = next((ln for ln in reversed(lines) if ln.strip()), "")
-    if not last.startswith("Running ABC command"):
+    if not _stopped_in_abc(lines):
         return ""
     return ("\nYosys stopped inside ABC without a message. YoWASP Yosys 0.70 does this on some "
             "netlists (not a timing or resource problem); see docs/fpga.md, 'YoWASP Yosys 0.70 "
@@ -355,6 +359,7 @@ class SynthResult:
     pnr_utilization: dict = field(default_factory=dict)   # nextpnr: cell type → used
     placed: bool = False             # nextpnr placed and routed the design
     pnr_error: str = ""
+    lut_mapper: str = ""             # ECP5: "abc9", or "abc" when ABC9 stopped (docs/fpga.md)
     seconds: dict = field(default_factory=dict)
     out_dir: str = ""
     command: str = ""
@@ -901,11 +906,28 @@ def _yosys_synth(res: SynthResult, board: Board, out: Path, yosys: list[str], *,
     t0 = time.perf_counter()
     log = out / "yosys.log"
     say(f"yosys {board.synth_cmd} (log: {log})")
-    script = (f"read_rtlil {top}.il; {_soft_multipliers(top) if soft_wide_mul else ''}"
-              f"{cmd} -run begin:{label}; {_collision_x(res.memories, top)}{cmd} -run {label}:"
-              + (f" -json {top}.json" if target == "ecp5" else "")
-              + "; tee -q -o stat.json stat -json")
-    stop = _run_logged([*yosys, "-p", script], log, "yosys", say, cwd=out, watch=ff_memories)
+    head = (f"read_rtlil {top}.il; {_soft_multipliers(top) if soft_wide_mul else ''}"
+            f"{cmd} -run begin:{label}; {_collision_x(res.memories, top)}")
+    tail = (f" -json {top}.json" if target == "ecp5" else "") + "; tee -q -o stat.json stat -json"
+    res.lut_mapper = "abc9" if target == "ecp5" else ""
+    try:
+        stop = _run_logged([*yosys, "-p", f"{head}{cmd} -run {label}:{tail}"], log, "yosys",
+                           say, cwd=out, watch=ff_memories)
+    except LlmaccelError:
+        if target != "ecp5" or not _stopped_in_abc(log.read_text(errors="replace").splitlines()):
+            raise
+        # YoWASP Yosys 0.70 exits inside ABC9 on some netlists without a message (docs/fpga.md,
+        # "YoWASP Yosys 0.70 and ABC9"). The same script with ABC9's step replaced by classic
+        # ABC, as synth_ecp5 -noabc9 used to do, maps them; it is not timing-driven across
+        # carry chains and DSPs, so the netlist is somewhat slower.
+        log.rename(out / "yosys-abc9.log")
+        say("yosys stopped inside ABC9 without a message (YoWASP Yosys 0.70; log: "
+            "yosys-abc9.log): mapping LUTs with classic ABC instead")
+        res.lut_mapper = "abc"
+        stop = _run_logged(
+            [*yosys, "-p", f"{head}{cmd} -run {label}:map_luts; "
+             f"techmap -map +/lattice/latches_map.v; abc -dress -lut 4:7; clean; "
+             f"{cmd} -run map_cells:{tail}"], log, "yosys", say, cwd=out, watch=ff_memories)
     res.seconds["synth"] = round(time.perf_counter() - t0, 1)
     for name, kind in _memory_mapping(log, top).items():
         res.memories.setdefault(name, {})["mapped_to"] = kind

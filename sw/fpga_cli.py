@@ -46,6 +46,9 @@ def _table(r) -> str:
                                           f"{r.target_mhz:.1f} MHz)"))
     if r.pnr_error:
         rows.append(("note", r.pnr_error))
+    if r.lut_mapper == "abc":
+        rows.append(("LUT mapping", "classic ABC: ABC9 stopped without a message (YoWASP "
+                                    "Yosys 0.70, docs/fpga.md)"))
     mems = {}
     for m in r.memories.values():
         kind = m.get("mapped_to", "?")

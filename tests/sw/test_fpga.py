@@ -262,7 +262,7 @@ def test_unit_places_and_routes_out_of_context(tmp_path):
     # (LUT_PRODUCTS) builds from LUTs, in the unit on its own as in the whole design.
     cfg = TINY.replace(name="tiny2x2", array_rows=2, array_cols=2, vector_lanes=2)
     r = fpga.place_route_unit(cfg, "gemm_core", tmp_path)
-    assert r.placed and not r.pnr_error
+    assert r.placed and not r.pnr_error and r.lut_mapper == "abc9"
     assert r.top == "llmaccel_gemm_core" and r.target_mhz == 100.0
     assert r.resources["dsp"] == 0
     assert r.resources["boundary_ff"] > 0 and r.resources["ff"] > 0
@@ -270,6 +270,29 @@ def test_unit_places_and_routes_out_of_context(tmp_path):
     assert r.critical_path[0].startswith("Critical path report for clock 'clk'")
     assert any("Source gemm." in ln for ln in r.critical_path)
     assert (tmp_path / "nextpnr.log").exists()
+
+
+@needs_nextpnr
+def test_lut_mapping_falls_back_to_classic_abc_when_abc9_stops(tmp_path, monkeypatch):
+    # A stand-in for YoWASP Yosys 0.70's silent exit in ABC9 on the full run (the one that
+    # goes from memory mapping to the netlist); every other Yosys run is the real one.
+    real = fpga.yosys_cmd()
+    wrapper = tmp_path / "yosys.py"
+    wrapper.write_text(
+        "import subprocess, sys\n"
+        "args = sys.argv[1:]\n"
+        "if any('-run map_ram: -json' in a for a in args):\n"
+        "    print('11.19.14.5. Executing ABC9.')\n"
+        "    print('Running ABC command: \"/yosys-abc\" -s -f x 2>&1', flush=True)\n"
+        "    raise SystemExit(1)\n"
+        f"raise SystemExit(subprocess.call({real!r} + args))\n")
+    monkeypatch.setattr(fpga, "yosys_cmd", lambda: [sys.executable, str(wrapper)])
+    cfg = TINY.replace(name="tiny2x2", array_rows=2, array_cols=2, vector_lanes=2)
+    r = fpga.place_route_unit(cfg, "gemm_core", tmp_path / "out")
+    assert r.lut_mapper == "abc"
+    assert (tmp_path / "out" / "yosys-abc9.log").exists()
+    assert "abc -dress -lut 4:7" in (tmp_path / "out" / "yosys.log").read_text()
+    assert r.placed and r.fmax_mhz > 0 and r.resources["lut4"] > 0
 
 
 def test_unit_harness_names_each_unit_as_the_accelerator_does():
