@@ -273,8 +273,10 @@ class DramChannel(wiring.Component):
         act_legal = Signal(P)
         for p in range(P):
             h = head[p]
-            g = h.bank % G if G > 1 else 0
-            m.d.comb += hit[p].eq(hv[p] & is_open[h.bank] & (open_row[h.bank] == h.row))
+            # Every bank's open row compared with the head's row, then the head's bank picks
+            # its answer: the comparisons run beside the bank decode rather than after it.
+            row_hit = Array(bk.is_open & (bk.open_row == h.row) for bk in banks)
+            m.d.comb += hit[p].eq(hv[p] & row_hit[h.bank])
         for p in range(P):
             h = head[p]
             g = h.bank % G if G > 1 else 0
@@ -368,6 +370,19 @@ class DramChannel(wiring.Component):
         m.d.comb += [self.o_cmd.kind.eq(kind), self.o_cmd.bank.eq(cbank),
                      self.o_cmd.row.eq(crow), self.o_cmd.col.eq(ccol)]
 
+        # Port p's column command issues this cycle: the first port, in the normal mode's
+        # order, whose column command is allowed and legal (column commands come before every
+        # PRE and ACT there). The same as ``is_col & (cport == p)`` outside refresh and PIM
+        # mode, written out so that neither the ports' ``ready`` (and through it the
+        # requesters' next state) nor the column access to the block RAMs waits for the whole
+        # command's encoding, PIM mode and refresh included.
+        col_go = Signal(P)
+        earlier = 0
+        for p in range(P):
+            m.d.comb += col_go[p].eq(~granted & ~ref_pending & allowed[p] & col_legal[p]
+                                     & ~earlier)
+            earlier = earlier | (allowed[p] & col_legal[p])
+
         # ---------------------------------------------------------------------------------
         # Banks and engines.
         #
@@ -382,18 +397,22 @@ class DramChannel(wiring.Component):
         # the block RAMs directly.
         L = t.tCL + t.tBURST - 1             # cycles from RD issue to the FIFO write
         late = L >= 2
-        wsel = Array(h.wdata for h in head)[cport]
-        msel = Array(h.wmask for h in head)[cport]
-        if late:
-            col_entry = Signal.like(banks[0].rd_addr)
-            col_bank = Signal(range(B))
-            col_wdata = Signal.like(banks[0].wr_data)
-            col_wmask = Signal(cfg.col_bytes)
-            m.d.sync += [col_entry.eq(entry(crow, ccol)), col_bank.eq(cbank),
-                         col_wdata.eq(wsel), col_wmask.eq(Mux(kind == DramCmd.WR, msel, 0))]
-        else:
-            col_entry, col_bank, col_wdata = entry(crow, ccol), cbank, wsel
-            col_wmask = Mux(kind == DramCmd.WR, msel, 0)
+        # The column access: an AND-OR over the ports by ``col_go`` (one-hot or zero). Without
+        # a column command the address and data are don't-cares and the byte mask is zero.
+        sel_entry, sel_bank, sel_wdata, sel_wmask = 0, 0, 0, 0
+        for p in range(P):
+            h, go = head[p], col_go[p]
+            sel_entry = sel_entry | Mux(go, entry(h.row, h.col), 0)
+            sel_bank = sel_bank | Mux(go, h.bank, 0)
+            sel_wdata = sel_wdata | Mux(go, h.wdata.as_value(), 0)
+            sel_wmask = sel_wmask | Mux(go & h.write, h.wmask, 0)
+        col_entry = Signal.like(banks[0].rd_addr)
+        col_bank = Signal(range(B))
+        col_wdata = Signal.like(banks[0].wr_data)
+        col_wmask = Signal(cfg.col_bytes)
+        domain = m.d.sync if late else m.d.comb
+        domain += [col_entry.eq(sel_entry), col_bank.eq(sel_bank), col_wdata.eq(sel_wdata),
+                   col_wmask.eq(sel_wmask)]
         # The host backdoor shares each bank's read and write port with the scheduler and wins
         # (the host uses it only while the machine is idle, so it meets no column command of
         # a running program): a host read takes every bank's read port, a host write every
@@ -521,7 +540,7 @@ class DramChannel(wiring.Component):
                          port.rsp.valid.eq(rf.r_rdy),
                          port.rsp.payload.eq(rf.r_data),
                          rf.r_en.eq(port.rsp.ready)]
-            issued = is_col & (cport == p) & ~granted & ~ref_pending
+            issued = col_go[p]
             popped = port.rsp.valid & port.rsp.ready
             m.d.sync += pend_rsp[p].eq(pend_rsp[p] + (rd_issue & (cport == p)) - popped)
             m.d.comb += port.req.ready.eq(~hold & (~hv[p] | issued))
@@ -540,7 +559,7 @@ class DramChannel(wiring.Component):
                 m.d.sync += [age[p].eq(age[p] + 1),
                              urgent[p].eq(age[p] == self.starve_limit - 1)]
 
-        sel_issued = sel_valid & is_col & (cport == sel) & ~granted & ~ref_pending
+        sel_issued = sel_valid & col_go.bit_select(sel, 1)
         with m.If(sel_issued):
             m.d.sync += owner_valid.eq(0)
         with m.Elif(~owner_valid & (urgent != 0)):

@@ -64,7 +64,8 @@ def acc_write_signature(cfg: AccelConfig) -> memory.WritePort.Signature:
 
 
 def dram_request_layout(cfg: AccelConfig) -> data.StructLayout:
-    """A column request: ``addr`` is the byte address divided by 32 (a column index)."""
+    """A column request: ``addr`` is the byte address divided by 32 (a column index); a write
+    writes the bytes of ``wdata`` whose ``wmask`` bit is set; a read ignores both."""
     return data.StructLayout({
         "addr": unsigned(_bits(cfg.dram_bytes // cfg.col_bytes)),
         "write": unsigned(1),

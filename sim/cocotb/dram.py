@@ -178,9 +178,10 @@ def random_traffic(cfg: AccelConfig, rng: random.Random, n_ports: int, n: int, *
             col = rng.choice(mine)
             addr = cfg.dram_addr(bank, row, col) // cfg.col_bytes
             write = rng.random() < write_frac
-            wdata = bytes(rng.randrange(256) for _ in range(cfg.col_bytes)) if write \
-                else bytes(cfg.col_bytes)
-            wmask = rng.choice([(1 << 32) - 1, rng.getrandbits(32)]) if write else 0
+            # A read's data and byte mask are ignored; random here too, so that a write enable
+            # leaking from a read would corrupt bytes the checks read back.
+            wdata = bytes(rng.randrange(256) for _ in range(cfg.col_bytes))
+            wmask = rng.choice([(1 << 32) - 1, rng.getrandbits(32)])
             reqs.append(Req(p, addr, write, wdata, wmask, rng.randrange(gap + 1)))
         out.append(reqs)
     return out
