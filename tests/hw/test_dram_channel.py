@@ -135,6 +135,16 @@ def check_exact(cfg, traffic, out, **kw):
     return dm
 
 
+def check_dump(cfg, traffic, out):
+    """Every byte of DRAM, written or not (guard bands around every write), matches the
+    model after the traffic (``run_channel(..., host_dump=True)``)."""
+    model = ByteModel(cfg)
+    for reqs in traffic:
+        for r in reqs:
+            model.apply(r)
+    assert out["dump"] == model.mem.tobytes()
+
+
 def _first_diff(a, b):
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
@@ -167,21 +177,16 @@ def test_three_ports_random_traffic_exact_with_refresh(seed):
     counts = check_trace(FAST_REF, out["trace"])
     assert counts["REF"] >= 1 and counts["PRE"] > 0
     check_exact(FAST_REF, traffic, out)
-    # Every byte of DRAM, written or not (guard bands around every write), matches the model.
-    model = ByteModel(FAST_REF)
-    for reqs in traffic:
-        for r in reqs:
-            model.apply(r)
-    assert out["dump"] == model.mem.tobytes()
+    check_dump(FAST_REF, traffic, out)
 
 
 @pytest.mark.parametrize("tcl", [1, 2, 3], ids=["tCL1", "tCL2", "tCL3"])
 def test_shortest_read_latencies_exact(seed, tcl):
-    """With tCL + tBURST = 2 or 3 a column command reaches the block RAMs a cycle late (the
-    read pipeline has a stage to spare; with none and with one stage after the block RAM), with
-    2 directly: read data, every byte written and every command cycle match the model. Block-RAM
-    timing (the ``fpga`` preset's): back-to-back columns, refresh, writes then reads of the same
-    columns."""
+    """tCL + tBURST = 2: a column command drives the block RAMs directly; 3 (the ``fpga``
+    preset's) and 4: it reaches them a cycle late, from registers, with no stage and with one
+    stage between the block RAM and the port's FIFO. Read data, every byte of DRAM and every
+    command cycle match the model, with block-RAM timing: back-to-back columns, refresh,
+    writes then reads of the same columns."""
     rng = random.Random(seed)
     cfg = CFG.replace(timing=DramTiming(
         tCCD_S=1, tCCD_L=1, tRCD=1, tRP=1, tRAS=1, tRC=2, tRRD_S=1, tRRD_L=1, tFAW=1,
@@ -191,11 +196,7 @@ def test_shortest_read_latencies_exact(seed, tcl):
     check_data(cfg, traffic, out)
     assert check_trace(cfg, out["trace"])["REF"] >= 1
     check_exact(cfg, traffic, out)
-    model = ByteModel(cfg)
-    for reqs in traffic:
-        for r in reqs:
-            model.apply(r)
-    assert out["dump"] == model.mem.tobytes()
+    check_dump(cfg, traffic, out)
 
 
 def test_valid_stalls_and_rsp_backpressure(seed):
