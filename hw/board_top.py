@@ -32,7 +32,20 @@ def uart_divisor(clk_hz: int, baud: int) -> int:
 def ecp5_pll_params(in_hz: int, out_hz: int) -> dict[str, int]:
     """EHXPLLL dividers for ``out_hz`` from ``in_hz`` with feedback from CLKOP: the exact
     ratio with the VCO (``out · CLKOP_DIV``) nearest 600 MHz within 400–800 MHz and the phase
-    detector (``in / CLKI_DIV``) at least 10 MHz. Raises when no exact setting exists."""
+    detector (``in / CLKI_DIV``) at least 10 MHz. Raises when no exact setting exists, naming
+    the nearest frequencies that have one."""
+    best = _pll_setting(in_hz, out_hz)
+    if best is None:
+        ok = [k / 2 for k in range(1, 801) if _pll_setting(in_hz, k * 500_000) is not None]
+        near = sorted(sorted(ok, key=lambda f: (abs(f * 1e6 - out_hz), f))[:4])
+        raise ValueError(
+            f"the ECP5 PLL cannot make exactly {out_hz / 1e6:g} MHz from {in_hz / 1e6:g} MHz "
+            f"(VCO 400–800 MHz, phase detector ≥ 10 MHz); nearest that it can (half-MHz "
+            f"steps): {', '.join(f'{f:g}' for f in near)} MHz")
+    return best
+
+
+def _pll_setting(in_hz: int, out_hz: int) -> dict[str, int] | None:
     best = None
     for clki in range(1, 129):
         pfd = in_hz / clki
@@ -47,9 +60,7 @@ def ecp5_pll_params(in_hz: int, out_hz: int) -> dict[str, int]:
                     score = abs(vco - 600e6)
                     if best is None or score < best[0]:
                         best = (score, {"CLKI_DIV": clki, "CLKFB_DIV": fb, "CLKOP_DIV": op})
-    if best is None:
-        raise ValueError(f"no ECP5 PLL setting makes exactly {out_hz} Hz from {in_hz} Hz")
-    return best[1]
+    return None if best is None else best[1]
 
 
 class BoardTop(wiring.Component):
