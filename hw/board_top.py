@@ -39,7 +39,7 @@ def ecp5_pll_params(in_hz: int, out_hz: int) -> dict[str, int]:
         ok = [k / 2 for k in range(1, 801) if _pll_setting(in_hz, k * 500_000) is not None]
         near = sorted(sorted(ok, key=lambda f: (abs(f * 1e6 - out_hz), f))[:4])
         raise ValueError(
-            f"the ECP5 PLL cannot make exactly {out_hz / 1e6:g} MHz from {in_hz / 1e6:g} MHz "
+            f"the ECP5 PLL cannot make exactly {out_hz / 1e6:.9g} MHz from {in_hz / 1e6:.9g} MHz "
             f"(VCO 400–800 MHz, phase detector ≥ 10 MHz); nearest that it can (half-MHz "
             f"steps): {', '.join(f'{f:g}' for f in near)} MHz")
     return best
