@@ -291,6 +291,7 @@ class DmaStore(wiring.Component):
         out = {"bl": Signal(signed(_IBITS + 2)), "bh": Signal(signed(_IBITS + 2)),
                "off": Signal(signed(_ABITS)), "mask": Signal(_COL), "last": Signal(),
                "final": Signal()}
+        ones = Const((1 << _COL) - 1, _COL)
         m.d.comb += [
             row_end.eq(a + Mux(acc, src.len << 2, src.len)),
             c1.eq((row_end - 1) >> 5),
@@ -305,8 +306,18 @@ class DmaStore(wiring.Component):
             out["bl"].eq(k0 + (q_lo - q0)),
             out["bh"].eq(k0 + (q_hi - q0)),
             out["off"].eq(col_base - (a + (((q_lo << lw) - b) << ls))),
-            out["mask"].eq(Cat(((x >= lo_off) & (x < hi_off)) for x in range(_COL))),
+            # Bytes lo_off <= x < hi_off of the column, from the offsets clamped to 0.._COL:
+            # two thermometer codes of 6-bit values rather than 64 comparisons of 35-bit ones
+            # (2 200 carry LUTs on the FPGA, docs/fpga.md).
+            out["mask"].eq((ones << _col_clamp(lo_off)) & ~(ones << _col_clamp(hi_off))),
             out["last"].eq(c == c1),
             out["final"].eq(~(out["last"] & (left != 1) & (((a + src.dram_stride) >> 5) == c))),
         ]
         return out
+
+
+def _col_clamp(off):
+    """A signed byte offset from a column's start, clamped to ``0.._COL``: for every byte ``x``
+    of the column, ``x >= off`` and ``x < off`` are the same with the clamped value."""
+    lb = (_COL - 1).bit_length()
+    return Mux(off[-1], 0, Mux(off[lb:] != 0, _COL, off[:lb]))
