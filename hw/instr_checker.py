@@ -134,6 +134,9 @@ class InstrChecker(wiring.Component):
             (op0 == Opcode.DMA_STORE)
         is_gemm0 = op0 == Opcode.GEMM
         is_mac0 = op0 == Opcode.PIM_MAC
+        is_red0 = 0
+        for opc in _REDUCTIONS:
+            is_red0 = is_red0 | (op0 == opc)
         rows_m1 = vec0.rows - 1                 # wraps for rows = 0, which needs no range
         dma_m1 = dma0.rows - 1
         mb_m1 = (gemm0.m - 1) >> lr if lr else gemm0.m - 1
@@ -147,7 +150,8 @@ class InstrChecker(wiring.Component):
             ca.eq(pick(dma_m1, mb_m1, pim0.kc, rows_m1)),
             xa.eq(pick(dma0.dram_stride, gemm0.a_stride, cfg.pim_slots - pim0.slot,
                        vec0.src1.stride)),
-            cb.eq(pick(dma_m1, nb_m1, 0, rows_m1)),
+            # A reduction writes one row per source row block: its destination has no stride.
+            cb.eq(pick(dma_m1, nb_m1, 0, Mux(is_red0, 0, rows_m1))),
             xb.eq(pick(dma0.sram_stride, gemm0.b_stride, 0, vec0.dst.stride)),
             cc.eq(pick(0, mb_m1, 0, rows_m1)),
             xc.eq(pick(0, gemm0.c_stride, 0, vec0.src2.stride)),
@@ -201,14 +205,15 @@ class InstrChecker(wiring.Component):
         m.d.comb += [d_e0.eq(dma.dram_addr), d_e1.eq(dma.dram_addr + s1_pa)]
         bcast = dma.bcast & (op == Opcode.DMA_LOAD)
         span = Mux(bcast, 0, (dma.len - 1) * esize)
-        d_lo = Mux(d_e0 < d_e1, d_e0, d_e1)
-        d_hi = Mux(d_e0 < d_e1, d_e1, d_e0) + span + esize - 1
+        # e1 = e0 + product: the product's sign says which end is lower, no comparison needed.
+        d_lo = Mux(s1_pa[-1], d_e1, d_e0)
+        d_hi = Mux(s1_pa[-1], d_e0, d_e1) + span + esize - 1
         dram_bad = (d_lo < 0) | (d_hi >= cfg.dram_bytes)
         s_e0 = Signal(signed(54))
         s_e1 = Signal(signed(54))
         m.d.comb += [s_e0.eq(dma.sram_addr), s_e1.eq(dma.sram_addr + s1_pb)]
-        s_lo = Mux(s_e0 < s_e1, s_e0, s_e1)
-        s_hi = Mux(s_e0 < s_e1, s_e1, s_e0) + dma.len - 1
+        s_lo = Mux(s1_pb[-1], s_e1, s_e0)
+        s_hi = Mux(s1_pb[-1], s_e0, s_e1) + dma.len - 1
         sram_bad = (s_lo < 0) | (s_hi >= size(dma.space))
         idx_bad = dma.idx_addr >= cfg.acc_elems
         err_dma = _first([(~d_empty & dram_bad, ErrorCode.DRAM_RANGE),
@@ -257,13 +262,21 @@ class InstrChecker(wiring.Component):
             e0 = Signal(signed(54))
             e1 = Signal(signed(54))
             m.d.comb += [e0.eq(opnd.addr), e1.eq(opnd.addr + prod)]
-            lo = Mux(e0 < e1, e0, e1)
-            hi = Mux(e0 < e1, e1, e0) + extent - 1
+            lo = Mux(prod[-1], e1, e0)
+            hi = Mux(prod[-1], e0, e1) + extent - 1
             return (lo < 0) | (hi >= size(opnd.space))
 
         v_mis1 = misaligned(vec.src1.addr, vec.src1.stride)
         v_misd = misaligned(vec.dst.addr, vec.dst.stride)
         v_mis2 = misaligned(vec.src2.addr, vec.src2.stride)
+        # One range check per operand: the opcode (and src2's mode) picks the extent of a row
+        # (W·W for a transpose's blocks), stage 1 the product (none for a reduction's
+        # destination).
+        is_trans = op == Opcode.VTRANS
+        mode = vec.src2.mode
+        src1_bad = rows_bad(vec.src1, s1_pa, Mux(is_trans, W * W, W))
+        dst_bad = rows_bad(vec.dst, s1_pb, Mux(is_trans, W * W, W))
+        src2_bad = rows_bad(vec.src2, s1_pc_, Mux(mode == Src2Mode.SCALAR, 1, W))
         imm = vec.imm
         lut_bad = (imm < 0) | (imm >= cfg.lut_tables)
         err_lutld = _first([(vec.src1.space != Space.ACC, ErrorCode.ILLEGAL_FIELD),
@@ -271,18 +284,16 @@ class InstrChecker(wiring.Component):
                             (misaligned(vec.src1.addr), ErrorCode.MISALIGNED),
                             (vec.src1.addr + 255 >= cfg.acc_elems, ErrorCode.SRAM_RANGE)])
         err_trans = _first([(v_mis1, ErrorCode.MISALIGNED),
-                            (rows_bad(vec.src1, s1_pa, W * W), ErrorCode.SRAM_RANGE),
+                            (src1_bad, ErrorCode.SRAM_RANGE),
                             (v_misd, ErrorCode.MISALIGNED),
-                            (rows_bad(vec.dst, s1_pb, W * W), ErrorCode.SRAM_RANGE)])
-        src1_bad = rows_bad(vec.src1, s1_pa, W)
+                            (dst_bad, ErrorCode.SRAM_RANGE)])
         err_red = _first([(v_mis1, ErrorCode.MISALIGNED),
                           (src1_bad, ErrorCode.SRAM_RANGE),
                           (v_misd, ErrorCode.MISALIGNED),
-                          (rows_bad(vec.dst, 0, W), ErrorCode.SRAM_RANGE)])
-        mode = vec.src2.mode
+                          (dst_bad, ErrorCode.SRAM_RANGE)])
         src2_vec = _first([(v_mis2, ErrorCode.MISALIGNED),
-                           (rows_bad(vec.src2, s1_pc_, W), ErrorCode.SRAM_RANGE)])
-        src2_scalar = _first([(rows_bad(vec.src2, s1_pc_, 1), ErrorCode.SRAM_RANGE)])
+                           (src2_bad, ErrorCode.SRAM_RANGE)])
+        src2_scalar = _first([(src2_bad, ErrorCode.SRAM_RANGE)])
         is_elem = 0
         for opc in _ELEMENTWISE:
             is_elem = is_elem | (op == opc)
@@ -296,7 +307,7 @@ class InstrChecker(wiring.Component):
         err_elem = _first([(v_mis1, ErrorCode.MISALIGNED),
                            (src1_bad, ErrorCode.SRAM_RANGE),
                            (v_misd, ErrorCode.MISALIGNED),
-                           (rows_bad(vec.dst, s1_pb, W), ErrorCode.SRAM_RANGE),
+                           (dst_bad, ErrorCode.SRAM_RANGE),
                            (specific != ErrorCode.NONE, specific)])
         is_red = 0
         for opc in _REDUCTIONS:

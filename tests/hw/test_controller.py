@@ -6,6 +6,7 @@ serialisation, errors mid-program, watchdog) on the whole accelerator in the Ama
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import random
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from llmaccel.hw.isa import (
     ErrorCode,
     Opcode,
     Space,
+    Src2Mode,
     Unit,
     decode,
     encode,
@@ -226,6 +228,60 @@ def test_checker_matches_golden(name, seed):
     for code in ErrorCode:
         if code not in (ErrorCode.WATCHDOG, ErrorCode.PC_RANGE):
             assert counts.get(code, 0) >= (5 if name == "tiny" else 1), code
+
+
+def boundary_vec_words(cfg: AccelConfig) -> list[int]:
+    """Vector instructions whose one operand ends just inside, exactly at or just past either
+    end of its SRAM, for every extent a row can have (1 element for a scalar src2, W, W·W for
+    a transpose's blocks) and both stride signs. Random words rarely land there."""
+    W = cfg.row_width
+    size = {Space.SP: cfg.sp_bytes, Space.ACC: cfg.acc_elems}
+    ok = {"space": Space.ACC, "addr": 0, "stride": W}
+    words = []
+    for op, info in OPCODES.items():
+        if op is Opcode.VLUTLD or "dst" not in info.fields:
+            continue
+        modes = list(Src2Mode) if "src2" in info.fields else [Src2Mode.IMM]
+        for mode, opnd, space, rows, sign, d in itertools.product(
+                modes, ("src1", "dst", "src2"), Space, (1, 3), (1, -1), (-1, 0, 1)):
+            if opnd == "src2" and mode is Src2Mode.IMM:
+                continue
+            ext = (1 if (opnd == "src2" and mode is Src2Mode.SCALAR)
+                   else W * W if op is Opcode.VTRANS else W)
+            step = 1 if ext == 1 else W
+            stride = sign * (W if ext == 1 else ext)
+            top = max(0, (rows - 1) * stride)    # highest start above addr
+            low = min(0, (rows - 1) * stride)
+            # d < 0 or 0: ends inside; d = 1: one step past the top (or below 0).
+            if sign > 0:
+                addr = size[space] - ext - top + d * step
+            else:
+                addr = -low - d * step if d else -low
+            if not 0 <= addr < 1 << 20:
+                continue
+            fields = {"dst": dict(ok), "src1": dict(ok), "rows": rows}
+            if "src2" in info.fields:
+                fields["src2"] = {"mode": mode, **ok}
+            if "imm" in info.fields:
+                fields["imm"] = 0
+            fields[opnd] = {**fields.get(opnd, {}), "space": space, "addr": addr,
+                            "stride": stride}
+            words.append(encode(op, **fields))
+    return words
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_checker_vector_range_boundaries(name):
+    cfg = CHECKER_CONFIGS[name]
+    words = boundary_vec_words(cfg)
+    got = run_checker(cfg, words)
+    g = GoldenMachine(cfg, check_races=False)
+    counts: dict = {}
+    for w, (err, _late, _work, _pc) in zip(words, got, strict=True):
+        want = golden_verdict(g, w)
+        counts[want] = counts.get(want, 0) + 1
+        assert err is want, f"{decode(w)}: checker {err.name}, golden {want.name}"
+    assert counts.get(ErrorCode.NONE, 0) > 100 and counts.get(ErrorCode.SRAM_RANGE, 0) > 100
 
 
 # -------------------------------------------------------------------------------------------
