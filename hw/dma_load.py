@@ -6,6 +6,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .byte_shift import select_bytes
 from .config import AccelConfig
 from .isa import DmaInstr, Opcode, Space
 from .ports import (
@@ -355,12 +356,11 @@ class DmaLoad(wiring.Component):
                                  Mux(first, bw_a[:5] - (l0 << ls), bw_base[:5])))
         pos = Signal(range(P + _COL * K + 1))
         m.d.comb += pos.eq(slot * _COL + lane0 + P)
-        padded = Cat(Const(0, 8 * P), *win, Const(0, 8 * B_acc))
-        cut = Signal(8 * B_acc)
+        padded = Cat(Const(0, 8 * P), *win)
+        cut = select_bytes(m, padded, pos, B_acc, name="cut")
         beat = Signal(8 * B_acc)
         lanes = Signal(W)
         m.d.comb += [
-            cut.eq(padded.bit_select(pos * 8, 8 * B_acc)),
             beat.eq(Mux(acc, Mux(bcast, cut[:32].replicate(W), cut),
                         Mux(bcast, cut[:8].replicate(W), cut[:8 * W]))),
             lanes.eq(Cat(_lane_enable(j, W, first, last, l0, lend) for j in range(W))),

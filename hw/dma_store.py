@@ -6,6 +6,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .byte_shift import select_bytes
 from .config import AccelConfig
 from .isa import DmaInstr, Space
 from .ports import acc_read_signature, dram_port_signature, sp_read_signature
@@ -235,8 +236,9 @@ class DmaStore(wiring.Component):
         # slot × (bytes per SRAM row), a power of two: a shift, not a multiplier
         m.d.comb += pos.eq(Mux(acc, slot << (lw + 2), slot << lw) + g_off + _COL)
         zeros = Const(0, 8 * _COL)
-        cut_sp = Cat(zeros, *sp_win, self.sp_rd.data, zeros).bit_select(pos * 8, 8 * _COL)
-        cut_acc = Cat(zeros, *acc_win, self.acc_rd.data, zeros).bit_select(pos * 8, 8 * _COL)
+        cut_sp = select_bytes(m, Cat(zeros, *sp_win, self.sp_rd.data), pos, _COL, name="cut_sp")
+        cut_acc = select_bytes(m, Cat(zeros, *acc_win, self.acc_rd.data), pos, _COL,
+                               name="cut_acc")
         new_data = Signal(8 * _COL)
         m.d.comb += new_data.eq(Mux(acc, cut_acc, cut_sp))
 
