@@ -94,10 +94,13 @@ def cmd_synth(args) -> int:
                             f"--target ecp5, not {args.target}")
     if args.unit and args.no_pnr:
         raise LlmaccelError("--unit always places and routes; leave out --no-pnr")
-    if args.router and (args.target != "ecp5" or args.no_pnr):
-        raise LlmaccelError("--router chooses nextpnr-ecp5's router; it needs --target ecp5 "
-                            "without --no-pnr")
-    pnr_args = ("--router", args.router) if args.router else ()
+    pnr_args: tuple[str, ...] = ()
+    for opt, value in (("placer", args.placer), ("router", args.router)):
+        if value and (args.target != "ecp5" or args.no_pnr):
+            raise LlmaccelError(f"--{opt} chooses nextpnr-ecp5's {opt}; it needs --target "
+                                f"ecp5 without --no-pnr")
+        if value:
+            pnr_args += (f"--{opt}", value)
     if args.core_mhz is not None and not args.unit and args.target == "ecp5":
         _check_pll(args.core_mhz)
     if args.unit:
@@ -195,6 +198,10 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                         "docs/fpga.md: the PIM MACs, the controller's address products and "
                         "VMUL on DSP blocks, every other product in LUT logic)")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    s.add_argument("--placer", choices=("heap", "static"),
+                   help="ECP5: nextpnr's placer (default: nextpnr's, heap); static (the "
+                        "electrostatic placer) leaves the whole fpga design much less "
+                        "congested (docs/fpga.md)")
     s.add_argument("--router", choices=("router1", "router2"),
                    help="ECP5: nextpnr's router (default: nextpnr's, router1); router2 "
                         "negotiates congestion and copes better with a nearly full device")

@@ -321,6 +321,8 @@ def test_synth_unit_needs_the_ecp5_target(capsys):
     assert "leave out --no-pnr" in capsys.readouterr().err
     assert main(["synth", "--config", "tiny", "--no-pnr", "--router", "router2"]) == 2
     assert "it needs --target ecp5 without --no-pnr" in capsys.readouterr().err
+    assert main(["synth", "--config", "tiny", "--target", "xilinx", "--placer", "static"]) == 2
+    assert "--placer chooses nextpnr-ecp5's placer" in capsys.readouterr().err
 
 
 def test_synth_core_mhz_the_pll_cannot_make_names_the_nearest(monkeypatch, capsys):
@@ -333,8 +335,8 @@ def test_synth_core_mhz_the_pll_cannot_make_names_the_nearest(monkeypatch, capsy
     assert "must be positive" in capsys.readouterr().err
 
 
-def test_synth_router_reaches_nextpnr(monkeypatch):
-    # --router goes to nextpnr after the flow's own arguments (the last one wins there).
+def test_synth_placer_and_router_reach_nextpnr(monkeypatch):
+    # --placer and --router go to nextpnr after the flow's own arguments (the last one wins).
     seen = {}
 
     def fake(cfg, unit, out, **kw):
@@ -344,6 +346,9 @@ def test_synth_router_reaches_nextpnr(monkeypatch):
     monkeypatch.setattr(fpga, "place_route_unit", fake)
     assert main(["synth", "--config", "tiny", "--unit", "gemm_core", "--router", "router2"]) == 2
     assert seen["pnr_args"] == ("--router", "router2")
+    assert main(["synth", "--config", "tiny", "--unit", "gemm_core", "--placer", "static",
+                 "--router", "router2"]) == 2
+    assert seen["pnr_args"] == ("--placer", "static", "--router", "router2")
 
 
 def test_missing_yowasp_names_the_install(monkeypatch):
