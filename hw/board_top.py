@@ -93,6 +93,10 @@ class BoardTop(wiring.Component):
     top : class, optional
         The design behind the bridge, constructed as ``top(cfg, image)``; default
         :class:`~.accelerator.Accelerator`. Tests put a stand-in with the same bus here.
+    global_reset : bool
+        ECP5: drive the core's reset through a ``DCCA`` global buffer, so that it reaches its
+        flip-flops over a global network instead of the fabric (``llmaccel synth --target
+        ecp5`` sets it; like the PLL, a vendor primitive the simulators do not have).
 
     Ports
     -----
@@ -111,7 +115,8 @@ class BoardTop(wiring.Component):
 
     def __init__(self, cfg: AccelConfig, *, clk_hz: int = 25_000_000, baud: int = 1_000_000,
                  core_hz: int | None = None, reset_active_low: bool = False, por_bits: int = 16,
-                 image: bytes | None = None, timeout: int | None = None, top=None):
+                 image: bytes | None = None, timeout: int | None = None, top=None,
+                 global_reset: bool = False):
         self.cfg = cfg
         self.clk_hz = clk_hz
         self.core_hz = core_hz or clk_hz
@@ -122,6 +127,7 @@ class BoardTop(wiring.Component):
         if not isinstance(por_bits, int) or not 1 <= por_bits <= 30:
             raise ValueError(f"por_bits must be between 1 and 30, not {por_bits!r}")
         self.por_bits = por_bits
+        self.global_reset = global_reset
         self.timeout = timeout if timeout is not None else max(self.core_hz // 5,
                                                                20 * self.divisor)
         self.accel = (top or Accelerator)(cfg, image)
@@ -166,7 +172,16 @@ class BoardTop(wiring.Component):
             m.d.por += [por.eq(0), por_done.eq(0)]
         with m.Elif(~por_done):
             m.d.por += [por.eq(por + 1), por_done.eq(por == (1 << self.por_bits) - 1)]
-        m.d.comb += ResetSignal("sync").eq(~por_done)
+        if self.global_reset:
+            # The reset reaches ~14 000 flip-flops' LSR pins: on a global network (an ECP5
+            # DCCA buffer) rather than through the fabric, where it was the most congested net
+            # of the whole design (docs/fpga.md). nextpnr promotes only clocks by itself.
+            rst_global = Signal()
+            m.submodules.reset_buffer = Instance("DCCA", i_CLKI=~por_done, i_CE=1,
+                                                 o_CLKO=rst_global)
+            m.d.comb += ResetSignal("sync").eq(rst_global)
+        else:
+            m.d.comb += ResetSignal("sync").eq(~por_done)
 
         m.submodules.accel = accel = self.accel
         m.submodules.bridge = bridge = self.bridge

@@ -163,13 +163,18 @@ def uart_divisor_default() -> int:
     return 25
 
 
-def _board_top(cfg: AccelConfig, board: Board, *, core_hz: int | None, baud: int):
+def _board_top(cfg: AccelConfig, board: Board, *, core_hz: int | None, baud: int,
+               for_pnr: bool = False):
+    """The board top for ``board``; ``for_pnr`` (ECP5 synthesis) puts the core's reset on a
+    global network (``BoardTop(global_reset=True)``), which the written Verilog leaves out so
+    that it simulates and lints without vendor models."""
     from llmaccel.hw.board_top import BoardTop  # noqa: PLC0415
 
     clk_hz = board_clock_hz(board)
     return BoardTop(cfg, clk_hz=clk_hz, baud=baud,
                     core_hz=core_hz if board.target == "ecp5" else None,
-                    reset_active_low=board.reset_active_low)
+                    reset_active_low=board.reset_active_low,
+                    global_reset=for_pnr and board.target == "ecp5")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,7 +734,7 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
 
     t0 = time.perf_counter()
     say(f"elaborating the board top of config {cfg.name!r} ({board.device})")
-    top = _board_top(cfg, board, core_hz=core_hz, baud=baud)
+    top = _board_top(cfg, board, core_hz=core_hz, baud=baud, for_pnr=True)
     missing = board_ports(board) - {"clk_in", "rst_in", "uart_rx", "uart_tx", "led"}
     if missing:
         raise LlmaccelError(f"{board.constraints} names ports the board top does not have: "

@@ -9,7 +9,7 @@ import sys
 from typing import ClassVar
 
 import pytest
-from amaranth import Module, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -418,3 +418,58 @@ def test_a_silent_exit_in_abc_is_explained(tmp_path):
         fpga._run_logged([sys.executable, str(script)], tmp_path / "log", "yosys",
                          lambda _m: None, cwd=tmp_path, poll=0.1)
     assert "ABC" not in str(err.value)
+
+
+class _RegisterTop(wiring.Component):
+    """The smallest design a BoardTop can hold: four 32-bit registers on its Wishbone bus."""
+
+    def __init__(self, cfg, image):
+        from llmaccel.hw.wishbone import wishbone_signature
+
+        super().__init__({"bus": In(wishbone_signature()), "o_done": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        regs = [Signal(32, name=f"r{i}") for i in range(4)]
+        b = self.bus
+        m.d.sync += b.ack.eq(b.cyc & b.stb & ~b.ack)
+        with m.If(b.cyc & b.stb & ~b.ack):
+            m.d.sync += b.dat_r.eq(Mux(b.adr[1], Mux(b.adr[0], regs[3], regs[2]),
+                                       Mux(b.adr[0], regs[1], regs[0])))
+            for i, r in enumerate(regs):
+                with m.If(b.we & (b.adr[:2] == i)):
+                    m.d.sync += r.eq(b.dat_w)
+        m.d.comb += self.o_done.eq(regs[0][0])
+        return m
+
+
+@needs_yosys
+def test_ecp5_board_top_puts_the_reset_on_a_global_network(tmp_path):
+    # The core's reset reaches every flip-flop with a reset through one DCCA (a global
+    # network), not through the fabric; only the ECP5 synthesis asks for it.
+    from amaranth.back import rtlil
+
+    from llmaccel.hw.board_top import BoardTop
+
+    def board_top(target, for_pnr):
+        return fpga._board_top(TINY, fpga.BOARDS[target], core_hz=None, baud=1_000_000,
+                               for_pnr=for_pnr)
+
+    assert board_top("ecp5", True).global_reset
+    assert not board_top("xilinx", True).global_reset
+    assert not board_top("ecp5", False).global_reset
+    top = BoardTop(TINY, top=_RegisterTop, por_bits=4, global_reset=True)
+    (tmp_path / "top.il").write_text(rtlil.convert(top, name="top", emit_src=False))
+    fpga._run_logged([*fpga.yosys_cmd(), "-p", "read_rtlil top.il; synth_ecp5 -top top "
+                      "-json top.json"], tmp_path / "yosys.log", "yosys", lambda _m: None,
+                     cwd=tmp_path)
+    cells = json.loads((tmp_path / "top.json").read_text())["modules"]["top"]["cells"]
+    dcca = [c for c in cells.values() if c["type"] == "DCCA"]
+    assert len(dcca) == 1
+    glb = dcca[0]["connections"]["CLKO"]
+    lsr = [c["connections"]["LSR"] for c in cells.values()
+           if c["type"] == "TRELLIS_FF" and "LSR" in c["connections"]]
+    on_global = sum(1 for n in lsr if n == glb)
+    # The others: the power-on counter and the button synchroniser (not in the core's
+    # domain) and a few bridge registers whose reset Yosys merges with their load condition.
+    assert on_global > 300 and on_global >= 0.95 * len(lsr), (on_global, len(lsr))
