@@ -11,7 +11,8 @@ A "program" here is one word: START reads the DRAM word at ``PROG_BASE``. A valu
 ``PROG_BASE + 4`` and stops with status DONE; ``0xFFFF0000 | code`` stops at once with status
 ERROR, error ``code`` and ``ERROR_PC = PROG_BASE``. The ``cycles`` counter counts running cycles
 and ``retired_ctrl`` counts runs; a non-zero ``WATCHDOG`` ends a run that reaches it with
-``ErrorCode.WATCHDOG``.
+``ErrorCode.WATCHDOG``. While a run is RUNNING the DRAM window is closed, as the
+accelerator's is (docs/host.md): reads return zero and writes are dropped.
 """
 
 import numpy as np
@@ -125,10 +126,14 @@ class StandinTop(wiring.Component):
                 m.d.comb += win.eq(mem_addr >> 2)
             with m.Default():
                 m.d.comb += win.eq(mem_addr)
+        # As in hw/wishbone.py, the DRAM window is closed while a run is RUNNING: its reads
+        # return zero, its writes are dropped and MEM_ADDR still advances.
+        dram_closed = Signal()
+        m.d.comb += dram_closed.eq((mem_sel == HostMem.DRAM) & (status == Status.RUNNING))
         for i, (rp, wp) in enumerate(zip(rports, wports, strict=True)):
+            access = req & (word == Reg.MEM_DATA >> 2) & (mem_sel == i) & ~dram_closed
             m.d.comb += [rp.addr.eq(win), wp.addr.eq(win), wp.data.eq(bus.dat_w)]
-            m.d.comb += rp.en.eq(req & ~bus.we & (word == Reg.MEM_DATA >> 2) & (mem_sel == i))
-            m.d.comb += wp.en.eq(req & bus.we & (word == Reg.MEM_DATA >> 2) & (mem_sel == i))
+            m.d.comb += [rp.en.eq(access & ~bus.we), wp.en.eq(access & bus.we)]
         step = Signal(32)
         m.d.comb += step.eq(Mux(mem_sel == HostMem.ACC, 1, 4))
         with m.If(req), m.Switch(word):
@@ -141,8 +146,8 @@ class StandinTop(wiring.Component):
                 with m.Case((counter_offset(name) >> 2) + 1):
                     m.d.sync += s1_value.eq(counters[name][32:])
             with m.Case(Reg.MEM_DATA >> 2):
-                m.d.sync += [s1_mem_read.eq(~bus.we), s1_sel.eq(mem_sel),
-                             mem_addr.eq(mem_addr + step)]
+                m.d.sync += [s1_mem_read.eq(~bus.we & ~dram_closed), s1_value.eq(0),
+                             s1_sel.eq(mem_sel), mem_addr.eq(mem_addr + step)]
             with m.Default():
                 m.d.sync += s1_value.eq(0)
 

@@ -213,3 +213,64 @@ def test_icarus_puts_the_first_image_straight_into_the_accelerators_banks(seed, 
         np.testing.assert_array_equal(np.frombuffer(be.read_dram(0, 64), np.uint8), model[:64])
     finally:
         be.close()
+
+
+def test_stand_in_closes_its_dram_window_while_running():
+    # As the accelerator's Wishbone slave does (docs/host.md): while STATUS is RUNNING a DRAM
+    # window read returns zero and a write is dropped, MEM_ADDR still advancing; SP stays open.
+    from amaranth.sim import Simulator
+
+    from llmaccel.hw.regs import HostMem
+
+    dut = StandinTop(CFG)
+    seen = {}
+
+    async def bench(ctx):
+        bus = dut.bus
+
+        async def access(addr, we, value=0):
+            ctx.set(bus.adr, addr >> 2)
+            ctx.set(bus.we, we)
+            ctx.set(bus.dat_w, value)
+            ctx.set(bus.sel, 0xF)
+            ctx.set(bus.cyc, 1)
+            ctx.set(bus.stb, 1)
+            await ctx.tick()
+            while not ctx.get(bus.ack):
+                await ctx.tick()
+            data = ctx.get(bus.dat_r)
+            ctx.set(bus.cyc, 0)
+            ctx.set(bus.stb, 0)
+            await ctx.tick()
+            return data
+
+        async def window(mem, addr, values=None):
+            await access(Reg.MEM_SEL, 1, mem)
+            await access(Reg.MEM_ADDR, 1, addr)
+            if values is None:
+                return await access(Reg.MEM_DATA, 0)
+            for v in values:
+                await access(Reg.MEM_DATA, 1, v)
+            return None
+
+        await window(HostMem.DRAM, 0x40, [500, 0, 0x12345678])   # a 500-cycle "program"
+        await access(Reg.PROG_BASE, 1, 0x40)
+        await access(Reg.CTRL, 1, 1)
+        seen["running"] = await access(Reg.STATUS, 0)
+        await window(HostMem.DRAM, 0x48, [0xDEADBEEF])
+        seen["addr"] = await access(Reg.MEM_ADDR, 0)
+        seen["read_running"] = await window(HostMem.DRAM, 0x48)
+        await window(HostMem.SP, 0, [0x01020304])
+        seen["sp_running"] = await window(HostMem.SP, 0)
+        while await access(Reg.STATUS, 0) == Status.RUNNING:
+            pass
+        seen["read_done"] = await window(HostMem.DRAM, 0x48)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen["running"] == Status.RUNNING
+    assert seen["addr"] == 0x4C
+    assert seen["read_running"] == 0 and seen["sp_running"] == 0x01020304
+    assert seen["read_done"] == 0x12345678
