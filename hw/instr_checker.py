@@ -150,7 +150,7 @@ class InstrChecker(wiring.Component):
             ca.eq(pick(dma_m1, mb_m1, pim0.kc, rows_m1)),
             xa.eq(pick(dma0.dram_stride, gemm0.a_stride, cfg.pim_slots - pim0.slot,
                        vec0.src1.stride)),
-            # A reduction writes one row per source row block: its destination has no stride.
+            # A reduction writes one row: its destination needs no (rows − 1)·stride product.
             cb.eq(pick(dma_m1, nb_m1, 0, Mux(is_red0, 0, rows_m1))),
             xb.eq(pick(dma0.sram_stride, gemm0.b_stride, 0, vec0.dst.stride)),
             cc.eq(pick(0, mb_m1, 0, rows_m1)),
