@@ -637,7 +637,8 @@ def synth_component(component, name: str, out_dir: str | Path, *, target: str = 
     """Yosys synthesis of one Amaranth component (no place-and-route): returns the cell counts
     and, per memory, the cell Yosys mapped it to. For tests and quick looks at a unit. With
     ``collision_x`` the memories :data:`COLLISION_X_MEMORIES` names get undefined read/write
-    collisions, as in :func:`synthesize` (a first Yosys run lists the memories)."""
+    collisions, as in :func:`synthesize` (a first Yosys run lists the memories). When YoWASP
+    Yosys stops inside ABC9, LUTs are mapped with classic ABC, as there."""
     from amaranth.back import rtlil  # noqa: PLC0415
 
     board = BOARDS[target]
@@ -645,16 +646,15 @@ def synth_component(component, name: str, out_dir: str | Path, *, target: str = 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.il").write_text(rtlil.convert(component, name=name, emit_src=False))
     synth = f"{board.synth_cmd} -top {name} {options}"
+    label = _MEMORY_MAP_STEP[target]
+    cx = ""
     if collision_x:
-        label = _MEMORY_MAP_STEP[target]
         _run_logged([*yosys_cmd(), "-p", f"read_rtlil {name}.il; {synth} -run begin:{label}; "
                      f"select t:$mem_v2; write_json -selected memories.json"],
                     out / "yosys-memories.log", "yosys", lambda _m: None, cwd=out)
         cx = _collision_x(_memory_ports(out / "memories.json", name), name)
-        synth = f"{synth} -run begin:{label}; {cx}{synth} -run {label}:"
-    script = f"read_rtlil {name}.il; {synth}; tee -q -o stat.json stat -json"
-    _run_logged([*yosys_cmd(), "-p", script], out / "yosys.log", "yosys", lambda _m: None,
-                cwd=out)
+    _run_mapping(yosys_cmd(), target, f"read_rtlil {name}.il; {synth} -run begin:{label}; {cx}",
+                 synth, label, "; tee -q -o stat.json stat -json", out, lambda _m: None)
     return _stat_cells(out / "stat.json", name), _memory_mapping(out / "yosys.log", name)
 
 
@@ -914,25 +914,8 @@ def _yosys_synth(res: SynthResult, board: Board, out: Path, yosys: list[str], *,
     head = (f"read_rtlil {top}.il; {_soft_multipliers(top) if soft_wide_mul else ''}"
             f"{cmd} -run begin:{label}; {_collision_x(res.memories, top)}")
     tail = (f" -json {top}.json" if target == "ecp5" else "") + "; tee -q -o stat.json stat -json"
-    res.lut_mapper = "abc9" if target == "ecp5" else ""
-    try:
-        stop = _run_logged([*yosys, "-p", f"{head}{cmd} -run {label}:{tail}"], log, "yosys",
-                           say, cwd=out, watch=ff_memories)
-    except LlmaccelError:
-        if target != "ecp5" or not _stopped_in_abc(log.read_text(errors="replace").splitlines()):
-            raise
-        # YoWASP Yosys 0.70 exits inside ABC9 on some netlists without a message (docs/fpga.md,
-        # "YoWASP Yosys 0.70 and ABC9"). The same script with ABC9's step replaced by classic
-        # ABC, as synth_ecp5 -noabc9 used to do, maps them; it is not timing-driven across
-        # carry chains and DSPs, so the netlist is somewhat slower.
-        log.rename(out / "yosys-abc9.log")
-        say("yosys stopped inside ABC9 without a message (YoWASP Yosys 0.70; log: "
-            "yosys-abc9.log): mapping LUTs with classic ABC instead")
-        res.lut_mapper = "abc"
-        stop = _run_logged(
-            [*yosys, "-p", f"{head}{cmd} -run {label}:map_luts; "
-             f"techmap -map +/lattice/latches_map.v; abc -dress -lut 4:7; clean; "
-             f"{cmd} -run map_cells:{tail}"], log, "yosys", say, cwd=out, watch=ff_memories)
+    stop, res.lut_mapper = _run_mapping(yosys, target, head, cmd, label, tail, out, say,
+                                        watch=ff_memories)
     res.seconds["synth"] = round(time.perf_counter() - t0, 1)
     for name, kind in _memory_mapping(log, top).items():
         res.memories.setdefault(name, {})["mapped_to"] = kind
@@ -944,6 +927,36 @@ def _yosys_synth(res: SynthResult, board: Board, out: Path, yosys: list[str], *,
     res.resources = (_ecp5_resources if target == "ecp5" else _xilinx_resources)(res.cells)
     say("yosys: " + ", ".join(f"{k} {v}" for k, v in res.resources.items()))
     return True
+
+
+def _run_mapping(yosys: list[str], target: str, head: str, cmd: str, label: str, tail: str,
+                 out: Path, say: Callable[[str], None], *,
+                 watch: Callable[[Path], str] | None = None) -> tuple[str, str]:
+    """Yosys ``{head}{cmd} -run {label}:{tail}`` (``head`` has run ``cmd`` up to ``label``),
+    logged to ``out/yosys.log``; returns ``watch``'s reason to stop ("" if none) and the LUT
+    mapper used ("abc9" or "abc" on ECP5, "" otherwise).
+
+    YoWASP Yosys 0.70 exits inside ABC9 on some netlists without a message (docs/fpga.md,
+    "YoWASP Yosys 0.70 and ABC9"). On ECP5 the same script with ABC9's step replaced by
+    classic ABC, as ``synth_ecp5 -noabc9`` used to do, then maps them; it is not
+    timing-driven across carry chains and DSPs, so the netlist is somewhat slower. The failed
+    log is kept as ``yosys-abc9.log``."""
+    log = out / "yosys.log"
+    try:
+        stop = _run_logged([*yosys, "-p", f"{head}{cmd} -run {label}:{tail}"], log, "yosys",
+                           say, cwd=out, watch=watch)
+        return (stop if isinstance(stop, str) else ""), ("abc9" if target == "ecp5" else "")
+    except LlmaccelError:
+        if target != "ecp5" or not _stopped_in_abc(log.read_text(errors="replace").splitlines()):
+            raise
+    log.rename(out / "yosys-abc9.log")
+    say("yosys stopped inside ABC9 without a message (YoWASP Yosys 0.70; log: "
+        "yosys-abc9.log): mapping LUTs with classic ABC instead")
+    stop = _run_logged(
+        [*yosys, "-p", f"{head}{cmd} -run {label}:map_luts; "
+         f"techmap -map +/lattice/latches_map.v; abc -dress -lut 4:7; clean; "
+         f"{cmd} -run map_cells:{tail}"], log, "yosys", say, cwd=out, watch=watch)
+    return (stop if isinstance(stop, str) else ""), "abc"
 
 
 def _nextpnr(res: SynthResult, out: Path, args: list[str], say: Callable[[str], None], *,

@@ -295,6 +295,26 @@ def test_lut_mapping_falls_back_to_classic_abc_when_abc9_stops(tmp_path, monkeyp
     assert r.placed and r.fmax_mhz > 0 and r.resources["lut4"] > 0
 
 
+@needs_yosys
+def test_synth_component_falls_back_to_classic_abc_too(tmp_path, monkeypatch):
+    # The same stand-in for the silent exit in ABC9, on synth_component's full run.
+    real = fpga.yosys_cmd()
+    wrapper = tmp_path / "yosys.py"
+    wrapper.write_text(
+        "import subprocess, sys\n"
+        "args = sys.argv[1:]\n"
+        "if any('-run map_ram:;' in a for a in args):\n"
+        "    print('2.46.15.5. Executing ABC9.')\n"
+        "    print('Running ABC command: \"/yosys-abc\" -s -f x 2>&1', flush=True)\n"
+        "    raise SystemExit(1)\n"
+        f"raise SystemExit(subprocess.call({real!r} + args))\n")
+    monkeypatch.setattr(fpga, "yosys_cmd", lambda: [sys.executable, str(wrapper)])
+    cells, _ = fpga.synth_component(_DeepAndShallow(), "top", tmp_path / "out")
+    assert cells.get("CCU2C", 0) > 0 and cells.get("TRELLIS_FF", 0) > 0
+    assert (tmp_path / "out" / "yosys-abc9.log").exists()
+    assert "abc -dress -lut 4:7" in (tmp_path / "out" / "yosys.log").read_text()
+
+
 def test_unit_harness_names_each_unit_as_the_accelerator_does():
     # The DSP policy's patterns match the flattened instance names (gemm., vec.alu., ctrl.).
     from llmaccel.hw.accelerator import Accelerator
