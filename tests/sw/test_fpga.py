@@ -272,21 +272,26 @@ def test_unit_places_and_routes_out_of_context(tmp_path):
     assert (tmp_path / "nextpnr.log").exists()
 
 
-@needs_nextpnr
-def test_lut_mapping_falls_back_to_classic_abc_when_abc9_stops(tmp_path, monkeypatch):
-    # A stand-in for YoWASP Yosys 0.70's silent exit in ABC9 on the full run (the one that
-    # goes from memory mapping to the netlist); every other Yosys run is the real one.
+def _yosys_stopping_in_abc9(tmp_path, monkeypatch, full_run: str) -> None:
+    """Make the flow's Yosys a stand-in for YoWASP Yosys 0.70's silent exit in ABC9 on the
+    full run (the script containing ``full_run``, which goes from memory mapping to the
+    netlist); every other Yosys run is the real one."""
     real = fpga.yosys_cmd()
     wrapper = tmp_path / "yosys.py"
     wrapper.write_text(
         "import subprocess, sys\n"
         "args = sys.argv[1:]\n"
-        "if any('-run map_ram: -json' in a for a in args):\n"
+        f"if any({full_run!r} in a for a in args):\n"
         "    print('11.19.14.5. Executing ABC9.')\n"
         "    print('Running ABC command: \"/yosys-abc\" -s -f x 2>&1', flush=True)\n"
         "    raise SystemExit(1)\n"
         f"raise SystemExit(subprocess.call({real!r} + args))\n")
     monkeypatch.setattr(fpga, "yosys_cmd", lambda: [sys.executable, str(wrapper)])
+
+
+@needs_nextpnr
+def test_lut_mapping_falls_back_to_classic_abc_when_abc9_stops(tmp_path, monkeypatch):
+    _yosys_stopping_in_abc9(tmp_path, monkeypatch, "-run map_ram: -json")
     cfg = TINY.replace(name="tiny2x2", array_rows=2, array_cols=2, vector_lanes=2)
     r = fpga.place_route_unit(cfg, "gemm_core", tmp_path / "out")
     assert r.lut_mapper == "abc"
@@ -297,18 +302,7 @@ def test_lut_mapping_falls_back_to_classic_abc_when_abc9_stops(tmp_path, monkeyp
 
 @needs_yosys
 def test_synth_component_falls_back_to_classic_abc_too(tmp_path, monkeypatch):
-    # The same stand-in for the silent exit in ABC9, on synth_component's full run.
-    real = fpga.yosys_cmd()
-    wrapper = tmp_path / "yosys.py"
-    wrapper.write_text(
-        "import subprocess, sys\n"
-        "args = sys.argv[1:]\n"
-        "if any('-run map_ram:;' in a for a in args):\n"
-        "    print('2.46.15.5. Executing ABC9.')\n"
-        "    print('Running ABC command: \"/yosys-abc\" -s -f x 2>&1', flush=True)\n"
-        "    raise SystemExit(1)\n"
-        f"raise SystemExit(subprocess.call({real!r} + args))\n")
-    monkeypatch.setattr(fpga, "yosys_cmd", lambda: [sys.executable, str(wrapper)])
+    _yosys_stopping_in_abc9(tmp_path, monkeypatch, "-run map_ram:;")
     cells, _ = fpga.synth_component(_DeepAndShallow(), "top", tmp_path / "out")
     assert cells.get("CCU2C", 0) > 0 and cells.get("TRELLIS_FF", 0) > 0
     assert (tmp_path / "out" / "yosys-abc9.log").exists()
