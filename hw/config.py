@@ -129,6 +129,12 @@ class AccelConfig:
         (docs/architecture.md, "SRAM banks").
     gbuf_bytes, pim_slots:
         PIM global buffer size (bytes) and per-bank accumulators.
+    pim_multipliers:
+        int8 multipliers in each bank's PIM engine: ``col_bytes`` (one column per cycle) or
+        half of it (a column's products in two cycles, so the banks' column rate
+        ``timing.tCCD_L`` must be at least 2: the scheduler issues PIM column reads every
+        tCCD_L). It changes no cycle count; it trades a slower column rate, which the timing
+        sets, for half the multipliers (the ``fpga`` preset: DSP blocks, docs/fpga.md).
     lut_tables:
         Number of 256-entry int16 lookup tables in the vector unit.
     queue_depth:
@@ -152,6 +158,7 @@ class AccelConfig:
     acc_banks: int = 4
     gbuf_bytes: int = 2048
     pim_slots: int = 64
+    pim_multipliers: int = 32
     lut_tables: int = 8
     queue_depth: int = 4
 
@@ -215,6 +222,12 @@ class AccelConfig:
         """int8 MACs one bank's PIM unit performs per column command."""
         return self.col_bytes
 
+    @property
+    def pim_beats(self) -> int:
+        """Cycles a bank's PIM engine multiplies one column for (``col_bytes`` /
+        ``pim_multipliers``)."""
+        return self.col_bytes // self.pim_multipliers
+
     # ----------------------------------------------------------------------------------------
     # DRAM address mapping: row | bank | column | byte
     def dram_map(self, addr: int) -> tuple[int, int, int, int]:
@@ -246,7 +259,8 @@ class AccelConfig:
         """Raise :class:`ConfigError` naming the first parameter that is out of range."""
         ints = ("array_rows", "array_cols", "vector_lanes", "dram_banks", "dram_bank_groups",
                 "bank_rows", "cols_per_row", "col_bytes", "sp_bytes", "acc_elems", "sp_banks",
-                "acc_banks", "gbuf_bytes", "pim_slots", "lut_tables", "queue_depth")
+                "acc_banks", "gbuf_bytes", "pim_slots", "pim_multipliers", "lut_tables",
+                "queue_depth")
         for name in ints:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -306,6 +320,15 @@ class AccelConfig:
             raise ConfigError(f"gbuf_bytes ({self.gbuf_bytes}) is too large for the ISA")
         if self.pim_slots >= 1 << PIM_SLOT_BITS:
             raise ConfigError(f"pim_slots ({self.pim_slots}) must be below {1 << PIM_SLOT_BITS}")
+        if self.pim_multipliers not in (self.col_bytes, self.col_bytes // 2):
+            raise ConfigError(
+                f"pim_multipliers must be {self.col_bytes} (a column per cycle) or "
+                f"{self.col_bytes // 2} (a column in two cycles), not {self.pim_multipliers!r}")
+        if self.timing.tCCD_L < self.pim_beats:
+            raise ConfigError(
+                f"pim_multipliers = {self.pim_multipliers} takes {self.pim_beats} cycles per "
+                f"column, so timing.tCCD_L (the PIM column rate) must be at least "
+                f"{self.pim_beats}, not {self.timing.tCCD_L}")
         if self.lut_tables > 1 << LUT_ID_BITS:
             raise ConfigError(f"lut_tables ({self.lut_tables}) exceeds {1 << LUT_ID_BITS}")
         if self.queue_depth < 2 or not _is_pow2(self.queue_depth):
@@ -337,21 +360,23 @@ PRESETS: dict[str, AccelConfig] = {
     "large": AccelConfig(name="large", array_rows=16, array_cols=16, vector_lanes=16),
     # ULX3S (LFE5U-85F) board config, docs/fpga.md: the PIM banks are block-RAM banks, 4 banks
     # × 80 rows × 1 KiB (320 KiB, 160 of the device's 208 DP16KD) hold the tiny GPT compiled
-    # with the compact PIM-prefill image (one weight copy, 4 × 79 rows used); 4 × 32 PIM
-    # multipliers + the 4×4 array fit the 156 DSPs. Block RAM has no rows to open nor a data
-    # bus to turn around: every timing parameter is at its minimum (one column per cycle per
-    # bank), refresh nearly never. Two ACC and two SP banks rather than four: the crossbars'
+    # with the compact PIM-prefill image (one weight copy, 4 × 79 rows used). Block RAM has no
+    # rows to open nor a data bus to turn around: every timing parameter is at its minimum,
+    # refresh nearly never, except tCCD_L = 2: each PIM engine has 16 multipliers and takes
+    # two cycles per column. With the array and the wide products of the DSP policy that is
+    # 112 of the 156 DSPs; 32 multipliers per engine took all 156 and crowded the routing.
+    # Two ACC and two SP banks rather than four: the crossbars'
     # LUTs halve and each bank fills its block RAMs, for one cycle per decoded token. 128 PIM
     # slots and a 512-byte global buffer: decode's attention at the last of the 128 positions
     # needs them (4 heads × 32 keys per bank; 4 heads × 4 chunks of probabilities).
     "fpga": AccelConfig(
         name="fpga", array_rows=4, array_cols=4, vector_lanes=4, dram_banks=4,
         dram_bank_groups=2, bank_rows=80, cols_per_row=32,
-        timing=DramTiming(tCCD_S=1, tCCD_L=1, tRCD=1, tRP=1, tRAS=1, tRC=2, tRRD_S=1,
+        timing=DramTiming(tCCD_S=1, tCCD_L=2, tRCD=1, tRP=1, tRAS=1, tRC=2, tRRD_S=1,
                           tRRD_L=1, tFAW=1, tREFI=65535, tRFC=2, tCL=2, tWR=1, tRTP=1,
                           tBURST=1),
         sp_bytes=4 * 1024, acc_elems=8 * 1024, sp_banks=2, acc_banks=2, gbuf_bytes=512,
-        pim_slots=128, lut_tables=8),
+        pim_slots=128, pim_multipliers=16, lut_tables=8),
 }
 
 

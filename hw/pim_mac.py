@@ -28,6 +28,11 @@ than a block-RAM read or a multiplier and two adder levels (the ECP5 FPGA flow: 
   last column of an output, written to its slot; ``done`` pulses in this cycle for the
   instruction's last column.
 
+With ``cfg.pim_multipliers`` = 16 (``cfg.pim_beats`` = 2; the ``fpga`` preset, which then needs
+tCCD_L ≥ 2) there are 16 multipliers: they take the column's low half in t+2 and its high half
+in t+3, r4 sums the low half's four partial sums in t+3, and in t+4 the dot product is r4 plus
+the high half's. Every cycle above stays the same; only the column rate (tCCD_L) is slower.
+
 The accumulator read port is transparent to the write port, so an instruction that accumulates
 into the slot the previous one just wrote sees the new value even back to back.
 """
@@ -213,16 +218,31 @@ class PimMac(wiring.Component):
         # t+1: register the column word and the chunk (the block RAMs' output registers).
         x2 = Signal.like(self.mem_data)
         w2 = Signal.like(gb_r.data)
-        m.d.sync += [x2.eq(self.mem_data), w2.eq(gb_r.data)]
-        # t+2: the products (multipliers fed by registers) summed in fours. (Registering the
-        # products themselves, the multipliers' output registers, makes YoWASP's ABC9 fail.)
-        products = [x2[x].as_signed() * w2.word_select(x, 8).as_signed()
-                    for x in range(cfg.col_bytes)]
+        P = cfg.pim_multipliers
+        if cfg.pim_beats == 1:
+            m.d.sync += [x2.eq(self.mem_data), w2.eq(gb_r.data)]
+            xs, ws = x2.as_value(), w2
+        else:
+            # Two beats: the column stays in x2/w2 for t+2 and t+3 (the next column of this
+            # bank is read at t + tCCD_L ≥ t+2, so its word arrives at t+3 and is registered
+            # at the end of it); the multipliers take the low half in t+2, the high half in
+            # t+3, when the column's control has reached c[3].
+            with m.If(c[1].valid):
+                m.d.sync += [x2.eq(self.mem_data), w2.eq(gb_r.data)]
+            high = c[3].valid
+            xs = Mux(high, x2.as_value()[8 * P:], x2.as_value()[:8 * P])
+            ws = Mux(high, w2[8 * P:], w2[:8 * P])
+        # t+2 (and t+3 for a second beat): the products (multipliers fed by registers) summed
+        # in fours. (Registering the products themselves, the multipliers' output registers,
+        # makes YoWASP's ABC9 fail.)
+        products = [xs.word_select(x, 8).as_signed() * ws.word_select(x, 8).as_signed()
+                    for x in range(P)]
         q3 = _sums4(m, products, "q3")
-        # t+3: the sums of four of those; t+4: the dot product.
+        # t+3: the sums of four of those; t+4: the dot product. With two beats q3 holds the
+        # low half's sums in t+3 (r4 adds them up) and the high half's in t+4.
         r4 = _sums4(m, q3, "r4")
         dot = Signal(signed(32))
-        m.d.sync += dot.eq(sum(r4))
+        m.d.sync += dot.eq(sum(r4) if cfg.pim_beats == 1 else r4[0] + sum(q3))
 
         # t+4: read the accumulator of the output the column at t+5 starts.
         m.d.comb += [sl_r.addr.eq(Mux(self.slot_rd_en, self.slot_rd_addr, c[MAC_LATENCY - 1].o)),

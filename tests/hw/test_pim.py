@@ -240,6 +240,31 @@ def test_back_to_back_row_hits_with_tccd_1_and_valid_stalls():
     check_pim(cfg, prog, image, sp, out, (0, 8))
 
 
+@pytest.mark.parametrize("extremes", [False, True])
+def test_two_beat_engines_with_half_the_multipliers_exact(extremes):
+    # pim_multipliers = 16 (the fpga preset): a column's products take two cycles. At
+    # tCCD_L = 2 every bank reads a column every other cycle, the closest the engine allows;
+    # MACs accumulate into the slot the previous one writes, and operands reach both extremes
+    # in both halves of a column. Results and every cycle equal the golden model's, which
+    # knows nothing of the beats.
+    cfg = CFG.replace(pim_multipliers=16, timing=DramTiming(tCCD_S=1, tCCD_L=2, tBURST=1))
+    rng = np.random.default_rng(20 + extremes)
+    image = _rand_image(cfg, rng)
+    if extremes:
+        image = bytes(b if rng.random() < 0.5 else (0x80 if b & 1 else 0x7F) for b in image)
+    sp = rng.integers(-128, 128, size=512, dtype=np.int64).astype(np.int8)
+    sp[rng.random(512) < 0.3] = -128
+    prog = [instr(Opcode.PIM_WRGB, sram_addr=0, gb_addr=0, len=512)]
+    for i in range(6):
+        prog.append(instr(Opcode.PIM_MAC, row=4 + i % 2, col=i % 4, ncols=2 + i % 3, kc=2,
+                          gb_chunk=i, slot=3 + i % 2, accumulate=int(i > 1)))
+    prog.append(instr(Opcode.PIM_MAC, row=9, col=0, ncols=8, kc=3, gb_chunk=1, slot=6))
+    prog.append(instr(Opcode.PIM_READ, slot=0, nslots=8, sram_addr=0))
+    out = run_pim(cfg, prog, image, sp, rng=random.Random(extremes), stall=0.3,
+                  acc_window=(0, 32))
+    check_pim(cfg, prog, image, sp, out, (0, 32))
+
+
 def test_pim_and_port_traffic_share_the_channel_with_refresh():
     cfg = CFG.replace(timing=DramTiming(tREFI=300, tRFC=30))
     rng = np.random.default_rng(11)

@@ -45,6 +45,11 @@ def test_frozen():
     ({"acc_elems": 24, "acc_banks": 4}, "acc_banks must be a power of two dividing the SRAM's 3 "
                                         "rows, not 4"),
     ({"acc_banks": 0}, "acc_banks must be a positive integer, not 0"),
+    ({"pim_multipliers": 8}, "pim_multipliers must be 32 .a column per cycle. or 16 .a column "
+                             "in two cycles., not 8"),
+    ({"pim_multipliers": 16, "timing": DramTiming(tCCD_S=1, tCCD_L=1, tBURST=1)},
+     "pim_multipliers = 16 takes 2 cycles per column, so timing.tCCD_L .the PIM column rate. "
+     "must be at least 2, not 1"),
 ])
 def test_invalid_configs_name_the_parameter(changes, message):
     with pytest.raises(ConfigError, match=message):
