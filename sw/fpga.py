@@ -664,32 +664,31 @@ def synth_component(component, name: str, out_dir: str | Path, *, target: str = 
 #: the DMA engines and the instruction checker) would take 2-4 DSP blocks apiece.
 SOFT_MUL_WIDTH = 9
 
-#: Exceptions (the patterns match the flattened cell names, ``$flatten\accel.\ctrl.…``; a unit
-#: synthesised on its own matches too, as its harness names it as the accelerator does,
-#: :data:`UNIT_INSTANCES`):
+#: Exceptions, ``DSP_PRODUCTS``: wide products that take DSP blocks after all (the patterns
+#: match the flattened cell names, ``$flatten\accel.\ctrl.…``; a unit synthesised on its own
+#: matches too, as its harness names it as the accelerator does, :data:`UNIT_INSTANCES`). Each
+#: rule names a ``hierarchy`` and the product shape: one operand wider than ``wide`` bits and
+#: the other wider than ``narrow``.
 #:
-#: * ``DSP_PRODUCTS``: wide products that take DSP blocks after all. Each rule names a
-#:   ``hierarchy`` and the product shape: one operand wider than ``wide`` bits and the other
-#:   wider than ``narrow``. The controller's address and range products (17–34 × 16–32 bits:
-#:   two MULT18X18D each, ~550 LUT4 each as Booth logic; a 16 × 16 or × 4 product is cheap in
-#:   LUTs and stays there) and the vector unit's 32 × 32 ``VMUL`` (four MULT18X18D per lane:
-#:   Yosys on ``VecAlu(4)`` gives 1 679 LUT4 with DSPs, 13 084 as Booth logic).
-#: * ``LUT_PRODUCTS``: int8 products built from LUTs although narrow, to make room: the
-#:   systolic array's, ~150 LUT4 each. The ``fpga`` preset runs the tiny GPT with the PIM
-#:   engines only (the compact image's PIM prefill), so the array is idle there; it stays in
-#:   the design, only slower (docs/fpga.md).
+#: * the controller's address and range products (17–34 × 16–32 bits: two MULT18X18D each,
+#:   ~550 LUT4 each as Booth logic; a 16 × 16 or × 4 product is cheap in LUTs and stays there);
+#: * the vector unit's 32 × 32 ``VMUL`` (four MULT18X18D per lane: Yosys on ``VecAlu(4)`` gives
+#:   1 679 LUT4 with DSPs, 13 084 as Booth logic);
+#: * the load engine's two gather products, index × ``idx_scale`` and (rows − 1) × stride
+#:   (32 × 16–17 bits: two MULT18X18D each, ~2 400 LUT4 together as Booth logic).
 #:
-#: On the ``fpga`` preset that is 128 PIM MACs + 12 controller + 16 ``VMUL`` = 156
-#: MULT18X18D, the LFE5U-85F's all (docs/fpga.md, "DSP policy").
+#: On the ``fpga`` preset that is 64 PIM multipliers (16 per bank, ``pim_multipliers``) + 16
+#: array + 12 controller + 16 ``VMUL`` + 4 load = 112 of the LFE5U-85F's 156 MULT18X18D
+#: (docs/fpga.md, "DSP policy"). Before, the PIM engines had 32 multipliers each, the
+#: preset used all 156 and the array's products were built from LUTs to make room.
 DSP_PRODUCTS = ({"hierarchy": "*ctrl.*", "wide": 16, "narrow": 4},
-                {"hierarchy": "*vec.?alu.*", "wide": 16, "narrow": 16})
-LUT_PRODUCTS = ("*gemm.*",)
+                {"hierarchy": "*vec.?alu.*", "wide": 16, "narrow": 16},
+                {"hierarchy": "*load.*", "wide": 16, "narrow": 4})
 
 
 def _soft_multipliers(top: str) -> str:
     w = SOFT_MUL_WIDTH
-    soft = (f"t:$mul r:A_WIDTH>{w} %i t:$mul r:B_WIDTH>{w} %i %u "
-            + "".join(f"c:{h} t:$mul %i %u " for h in LUT_PRODUCTS))
+    soft = f"t:$mul r:A_WIDTH>{w} %i t:$mul r:B_WIDTH>{w} %i %u"
     keep = " ".join(f"c:{d['hierarchy']} t:$mul %i r:A_WIDTH>{d['narrow']} %i "
                     f"r:B_WIDTH>{d['narrow']} %i r:A_WIDTH>{d['wide']} r:B_WIDTH>{d['wide']} "
                     f"%u %i" for d in DSP_PRODUCTS) + " %u" * (len(DSP_PRODUCTS) - 1)
@@ -807,7 +806,7 @@ def place_route_unit(cfg: AccelConfig, unit: str, out_dir: str | Path | None = N
 
 #: The instance name of each unit of :func:`design_units` in the accelerator (``uart_bridge``:
 #: in the board top). The out-of-context harness names its unit so, which makes the DSP
-#: policy's patterns (:data:`DSP_PRODUCTS`, :data:`LUT_PRODUCTS`) match a unit on its own as
+#: policy's patterns (:data:`DSP_PRODUCTS`) match a unit on its own as
 #: they match it in the whole design.
 UNIT_INSTANCES = {"controller": "ctrl", "dma_load": "load", "dma_store": "store",
                   "gemm_core": "gemm", "pim_unit": "pim", "vector_unit": "vec", "sram_sp": "sp",

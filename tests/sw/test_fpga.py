@@ -75,6 +75,9 @@ def test_multipliers_map_to_dsp_cells(tmp_path):
     cells, mems = fpga.synth_component(PimMac(TINY), "pim_mac", tmp_path / "pim")
     assert cells.get("MULT18X18D") == TINY.col_bytes   # 32 products per column beat
     assert set(mems.values()) <= {"TRELLIS_DPR16X4", "PDPW16KD", "DP16KD"}
+    # The fpga preset's engines multiply a column in two beats of 16.
+    cells, _ = fpga.synth_component(PimMac(preset("fpga")), "pim_mac", tmp_path / "pim16")
+    assert cells.get("MULT18X18D") == preset("fpga").pim_multipliers == 16
 
 
 class _Product(wiring.Component):
@@ -89,13 +92,14 @@ class _Product(wiring.Component):
 
 class _Products(wiring.Component):
     """Products in units named like the controller (``ctrl``), the vector unit's ALU
-    (``vec.alu``), elsewhere in the vector unit (``vec``) and the GEMM core (``gemm``)."""
+    (``vec.alu``), elsewhere in the vector unit (``vec``), the load engine (``load``) and the
+    GEMM core (``gemm``)."""
 
     SHAPES: ClassVar[dict[str, tuple[str, int, int]]] = {
         "ctrl_wide": ("ctrl", 17, 32), "ctrl_small": ("ctrl", 16, 16),
         "ctrl_narrow": ("ctrl", 21, 4), "vec_wide": ("vec", 17, 32),
         "vmul": ("vec.alu", 32, 32), "alu_small": ("vec.alu", 16, 32),
-        "pe": ("gemm.array", 8, 8)}
+        "load_wide": ("load", 17, 32), "pe": ("gemm.array", 8, 8)}
 
     def __init__(self, shapes=None):
         self.shapes = self.SHAPES if shapes is None else shapes
@@ -123,9 +127,10 @@ class _Products(wiring.Component):
 
 @needs_yosys
 def test_dsp_policy_places_products_by_unit(tmp_path):
-    # sw/fpga.py DSP_PRODUCTS and LUT_PRODUCTS: a 17 × 32 product in the controller takes two
-    # MULT18X18D and the vector ALU's 32 × 32 four; the same 17 × 32 elsewhere, the
-    # controller's 16 × 16 and 21 × 4, the ALU's 16 × 32 and the GEMM core's 8 × 8 are LUTs.
+    # sw/fpga.py DSP_PRODUCTS: a 17 × 32 product in the controller and in the load engine
+    # takes two MULT18X18D and the vector ALU's 32 × 32 four; the same 17 × 32 elsewhere, the
+    # controller's 16 × 16 and 21 × 4 and the ALU's 16 × 32 are LUTs; an int8 product takes a
+    # DSP block anywhere.
     from amaranth.back import rtlil
 
     def synth(name, component):
@@ -139,11 +144,10 @@ def test_dsp_policy_places_products_by_unit(tmp_path):
         return fpga._stat_cells(out / "stat.json", "top")
 
     cells = synth("all", _Products())
-    assert cells.get("MULT18X18D") == 2 + 4
+    assert cells.get("MULT18X18D") == 2 + 2 + 4 + 1
     assert cells.get("LUT4", 0) > 500          # the products left to LUTs
-    # The GEMM core's int8 product alone: LUTs, where outside ``gemm`` it takes a DSP block.
-    assert synth("pe", _Products({"pe": ("gemm.array", 8, 8)})).get("MULT18X18D", 0) == 0
-    assert synth("pim", _Products({"pe": ("pim", 8, 8)})).get("MULT18X18D") == 1
+    # The load engine's 32 × 4 product: LUTs.
+    assert synth("narrow", _Products({"ld": ("load", 32, 4)})).get("MULT18X18D", 0) == 0
 
 
 class _DeepAndShallow(wiring.Component):
@@ -258,13 +262,12 @@ def test_memory_with_more_ports_than_block_ram_is_reported_as_flip_flops(tmp_pat
 
 @needs_nextpnr
 def test_unit_places_and_routes_out_of_context(tmp_path):
-    # A 2×2 array keeps the run short (about 20 s): four int8 MACs, which the DSP policy
-    # (LUT_PRODUCTS) builds from LUTs, in the unit on its own as in the whole design.
+    # A 2×2 array keeps the run short (about 20 s): four int8 MACs, one DSP block each.
     cfg = TINY.replace(name="tiny2x2", array_rows=2, array_cols=2, vector_lanes=2)
     r = fpga.place_route_unit(cfg, "gemm_core", tmp_path)
     assert r.placed and not r.pnr_error and r.lut_mapper == "abc9"
     assert r.top == "llmaccel_gemm_core" and r.target_mhz == 100.0
-    assert r.resources["dsp"] == 0
+    assert r.resources["dsp"] == 4
     assert r.resources["boundary_ff"] > 0 and r.resources["ff"] > 0
     assert r.fmax_mhz is not None and r.fmax_mhz > 0
     assert r.critical_path[0].startswith("Critical path report for clock 'clk'")
