@@ -30,8 +30,8 @@ than a block-RAM read or a multiplier and two adder levels (the ECP5 FPGA flow: 
 
 With ``cfg.pim_multipliers`` = 16 (``cfg.pim_beats`` = 2; the ``fpga`` preset, which then needs
 tCCD_L ≥ 2) there are 16 multipliers: they take the column's low half in t+2 and its high half
-in t+3, r4 sums the low half's four partial sums in t+3, and in t+4 the dot product is r4 plus
-the high half's. Every cycle above stays the same; only the column rate (tCCD_L) is slower.
+(held a cycle longer) in t+3, r4 sums the low half's four partial sums in t+3, and in t+4 the
+dot product is r4 plus the high half's. Every cycle above stays the same; only the column rate (tCCD_L) is slower.
 
 The accumulator read port is transparent to the write port, so an instruction that accumulates
 into the slot the previous one just wrote sees the new value even back to back.
@@ -216,26 +216,28 @@ class PimMac(wiring.Component):
             m.d.sync += c[i + 1].eq(c[i])
 
         # t+1: register the column word and the chunk (the block RAMs' output registers).
-        x2 = Signal.like(self.mem_data)
-        w2 = Signal.like(gb_r.data)
         P = cfg.pim_multipliers
+        x2 = Signal(8 * P)
+        w2 = Signal(8 * P)
+        mem_word = self.mem_data.as_value()
         if cfg.pim_beats == 1:
-            m.d.sync += [x2.eq(self.mem_data), w2.eq(gb_r.data)]
-            xs, ws = x2.as_value(), w2
+            m.d.sync += [x2.eq(mem_word), w2.eq(gb_r.data)]
         else:
-            # Two beats: the column stays in x2/w2 for t+2 and t+3 (the next column of this
-            # bank is read at t + tCCD_L ≥ t+2, so its word arrives at t+3 and is registered
-            # at the end of it); the multipliers take the low half in t+2, the high half in
-            # t+3, when the column's control has reached c[3].
-            with m.If(c[1].valid):
-                m.d.sync += [x2.eq(self.mem_data), w2.eq(gb_r.data)]
-            high = c[3].valid
-            xs = Mux(high, x2.as_value()[8 * P:], x2.as_value()[:8 * P])
-            ws = Mux(high, w2[8 * P:], w2[:8 * P])
+            # Two beats: x2/w2 hold the column's low half in t+2 and its high half in t+3.
+            # The high half waits a cycle in x2h/w2h (registered every cycle: only its value
+            # at the end of t+1 is used), and x2/w2 load it at the end of t+2, when no column
+            # word arrives (the bank's next column is read at t + tCCD_L ≥ t+2, so its word
+            # arrives at t+3). The multipliers always read x2/w2: no multiplexer in front of
+            # them, and no enable on the registers.
+            x2h = Signal(8 * P)
+            w2h = Signal(8 * P)
+            m.d.sync += [x2h.eq(mem_word[8 * P:]), w2h.eq(gb_r.data[8 * P:]),
+                         x2.eq(Mux(c[1].valid, mem_word[:8 * P], x2h)),
+                         w2.eq(Mux(c[1].valid, gb_r.data[:8 * P], w2h))]
         # t+2 (and t+3 for a second beat): the products (multipliers fed by registers) summed
         # in fours. (Registering the products themselves, the multipliers' output registers,
         # makes YoWASP's ABC9 fail.)
-        products = [xs.word_select(x, 8).as_signed() * ws.word_select(x, 8).as_signed()
+        products = [x2.word_select(x, 8).as_signed() * w2.word_select(x, 8).as_signed()
                     for x in range(P)]
         q3 = _sums4(m, products, "q3")
         # t+3: the sums of four of those; t+4: the dot product. With two beats q3 holds the
