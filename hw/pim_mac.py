@@ -31,7 +31,8 @@ than a block-RAM read or a multiplier and two adder levels (the ECP5 FPGA flow: 
 With ``cfg.pim_multipliers`` = 16 (``cfg.pim_beats`` = 2; the ``fpga`` preset, which then needs
 tCCD_L ≥ 2) there are 16 multipliers: they take the column's low half in t+2 and its high half
 (held a cycle longer) in t+3, r4 sums the low half's four partial sums in t+3, and in t+4 the
-dot product is r4 plus the high half's. Every cycle above stays the same; only the column rate (tCCD_L) is slower.
+dot product is r4 plus the high half's. Every cycle above stays the same; only the column rate
+(tCCD_L) is slower.
 
 The accumulator read port is transparent to the write port, so an instruction that accumulates
 into the slot the previous one just wrote sees the new value even back to back.
