@@ -195,8 +195,9 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
     s.add_argument("--no-pnr", action="store_true", help="ECP5: synthesis only (not with --unit)")
     s.add_argument("--dsp-all", action="store_true",
                    help="map every multiplier to DSP blocks (default: the DSP policy of "
-                        "docs/fpga.md: the PIM MACs, the controller's address products and "
-                        "VMUL on DSP blocks, every other product in LUT logic)")
+                        "docs/fpga.md: the int8 products of the array and the PIM engines, "
+                        "the controller's address products, VMUL and the load engine's "
+                        "gather products on DSP blocks, every other product in LUT logic)")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     s.add_argument("--placer", choices=("heap", "static"),
                    help="ECP5: nextpnr's placer (default: nextpnr's, heap); static (the "
