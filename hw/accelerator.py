@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -19,7 +19,8 @@ from .sram import Sram
 from .vector_unit import VectorUnit
 from .wishbone import Wishbone, wishbone_signature
 
-__all__ = ["FETCH_PORT", "LOAD_PORT", "STORE_PORT", "Accelerator", "read_port"]
+__all__ = ["FETCH_PORT", "GEMM_CLIENTS", "LOAD_PORT", "STORE_PORT", "Accelerator", "read_port",
+           "sram_clients"]
 
 #: The channel's requester ports (lower numbers win ties in the channel's scheduler).
 FETCH_PORT, LOAD_PORT, STORE_PORT = 0, 1, 2
@@ -35,6 +36,18 @@ ACC_WRITE = ("gemm", "vec", "load", "pim", "host")
 #: and the compiler take the assignment from here (:func:`read_port`).
 SP_READ_PORT1 = ("gemm_b", "vec2", "pim", "host")
 ACC_READ_PORT1 = ("vec2", "ctrl", "host")
+
+
+#: The GEMM core's SRAM clients: a config without the core (``cfg.gemm_core``) has none of them.
+GEMM_CLIENTS = ("gemm_a", "gemm_b", "gemm")
+
+
+def sram_clients(cfg: AccelConfig) -> tuple[tuple[str, ...], ...]:
+    """``SP_READ``, ``SP_WRITE``, ``ACC_READ``, ``ACC_WRITE`` of ``cfg``'s SRAMs (without the
+    GEMM core's ports when it has none; the others keep their order and their read ports)."""
+    keep = (lambda n: True) if cfg.gemm_core else (lambda n: n not in GEMM_CLIENTS)
+    return tuple(tuple(filter(keep, names))
+                 for names in (SP_READ, SP_WRITE, ACC_READ, ACC_WRITE))
 
 
 def read_port(space: Space, client: str) -> int:
@@ -98,11 +111,15 @@ class Accelerator(wiring.Component):
         self.ctrl = Controller(cfg)
         self.load = DmaLoad(cfg)
         self.store = DmaStore(cfg)
-        self.gemm = GemmCore(cfg)
+        #: None when the config has no GEMM core (``cfg.gemm_core``).
+        self.gemm = GemmCore(cfg) if cfg.gemm_core else None
         self.pim = PimUnit(cfg)
         self.vec = VectorUnit(cfg)
-        self.sp = Sram(cfg, Space.SP, SP_READ, SP_WRITE, second_read_port=SP_READ_PORT1)
-        self.acc = Sram(cfg, Space.ACC, ACC_READ, ACC_WRITE, second_read_port=ACC_READ_PORT1)
+        sp_rd, sp_wr, acc_rd, acc_wr = sram_clients(cfg)
+        self.sp = Sram(cfg, Space.SP, sp_rd, sp_wr,
+                       second_read_port=[n for n in SP_READ_PORT1 if n in sp_rd])
+        self.acc = Sram(cfg, Space.ACC, acc_rd, acc_wr,
+                        second_read_port=[n for n in ACC_READ_PORT1 if n in acc_rd])
         self.dram = DramChannel(cfg, 3, image)
         self.host = Wishbone(cfg)
 
@@ -113,18 +130,21 @@ class Accelerator(wiring.Component):
                                          self.host)
         for name in ("ctrl", "load", "store", "gemm", "pim", "vec", "sp", "acc", "dram",
                      "host"):
-            m.submodules[name] = getattr(self, name)
+            if getattr(self, name) is not None:
+                m.submodules[name] = getattr(self, name)
 
         wiring.connect(m, wiring.flipped(self.bus), host.bus)
 
-        # Controller and units.
+        # Controller and units. Without a GEMM core its queue stays empty (the checker makes
+        # GEMM illegal) and its done and busy are 0.
         units = {Unit.LOAD: load, Unit.STORE: store, Unit.GEMM: gemm, Unit.PIM: pim,
                  Unit.VEC: vec}
         for u, unit in units.items():
-            wiring.connect(m, ctrl.unit_port(u), unit.i_cmd)
+            if unit is not None:
+                wiring.connect(m, ctrl.unit_port(u), unit.i_cmd)
         m.d.comb += [
-            ctrl.i_done.eq(Cat(units[u].o_done for u in UNITS)),
-            ctrl.i_busy.eq(Cat(units[u].o_busy for u in UNITS)),
+            ctrl.i_done.eq(Cat(units[u].o_done if units[u] else Const(0) for u in UNITS)),
+            ctrl.i_busy.eq(Cat(units[u].o_busy if units[u] else Const(0) for u in UNITS)),
             ctrl.i_gather_checked.eq(load.o_gather_checked),
             ctrl.i_gather_error.eq(load.o_error),
             ctrl.i_store_write.eq(store.dram.req.valid & store.dram.req.ready),
@@ -141,10 +161,11 @@ class Accelerator(wiring.Component):
         wiring.connect(m, host.dram, dram.host)
 
         # SRAM ports.
-        wiring.connect(m, sp.rd_gemm_a, gemm.rd_a)
-        wiring.connect(m, sp.rd_gemm_b, gemm.rd_b)
-        wiring.connect(m, acc.rd_gemm, gemm.rd_c)
-        wiring.connect(m, acc.wr_gemm, gemm.wr_c)
+        if gemm is not None:
+            wiring.connect(m, sp.rd_gemm_a, gemm.rd_a)
+            wiring.connect(m, sp.rd_gemm_b, gemm.rd_b)
+            wiring.connect(m, acc.rd_gemm, gemm.rd_c)
+            wiring.connect(m, acc.wr_gemm, gemm.wr_c)
         wiring.connect(m, sp.rd_vec1, vec.sp_rd1)
         wiring.connect(m, sp.rd_vec2, vec.sp_rd2)
         wiring.connect(m, sp.wr_vec, vec.sp_wr)

@@ -108,6 +108,12 @@ class AccelConfig:
     vector_lanes:
         Lanes of the vector unit; must divide the row width (a row is processed in
         ``row_width / vector_lanes`` beats).
+    gemm_core:
+        Whether the accelerator has its systolic GEMM core. Without it (the ``fpga`` preset,
+        whose compact image prefills in the PIM banks and never runs a GEMM) ``GEMM`` is an
+        illegal opcode: the golden model and the RTL stop with ``ILLEGAL_OPCODE`` at it, and
+        the array's MACs, its SRAM ports and its DSP blocks are not built. ``array_rows`` and
+        ``array_cols`` still set the row width.
     gemm_overlap:
         When true, successive folds of a GEMM overlap in the array (the next fold streams in while
         the previous one drains). When false, folds run one after another and a GEMM takes exactly
@@ -145,6 +151,7 @@ class AccelConfig:
     array_rows: int = 8
     array_cols: int = 8
     vector_lanes: int = 8
+    gemm_core: bool = True
     gemm_overlap: bool = True
     dram_banks: int = 16
     dram_bank_groups: int = 4
@@ -329,6 +336,8 @@ class AccelConfig:
                 f"pim_multipliers = {self.pim_multipliers} takes {self.pim_beats} cycles per "
                 f"column, so timing.tCCD_L (the PIM column rate) must be at least "
                 f"{self.pim_beats}, not {self.timing.tCCD_L}")
+        if not isinstance(self.gemm_core, bool):
+            raise ConfigError(f"gemm_core must be True or False, not {self.gemm_core!r}")
         if self.lut_tables > 1 << LUT_ID_BITS:
             raise ConfigError(f"lut_tables ({self.lut_tables}) exceeds {1 << LUT_ID_BITS}")
         if self.queue_depth < 2 or not _is_pow2(self.queue_depth):
@@ -368,9 +377,11 @@ PRESETS: dict[str, AccelConfig] = {
     # Two ACC and two SP banks rather than four: the crossbars'
     # LUTs halve and each bank fills its block RAMs, for one cycle per decoded token. 128 PIM
     # slots and a 512-byte global buffer: decode's attention at the last of the 128 positions
-    # needs them (4 heads × 32 keys per bank; 4 heads × 4 chunks of probabilities).
+    # needs them (4 heads × 32 keys per bank; 4 heads × 4 chunks of probabilities). No GEMM
+    # core: the compact image prefills in the PIM banks too, so the array would never run,
+    # and its logic, SRAM ports and DSPs cost routing the device does not have (row width 4).
     "fpga": AccelConfig(
-        name="fpga", array_rows=4, array_cols=4, vector_lanes=4, dram_banks=4,
+        name="fpga", array_rows=4, array_cols=4, vector_lanes=4, gemm_core=False, dram_banks=4,
         dram_bank_groups=2, bank_rows=80, cols_per_row=32,
         timing=DramTiming(tCCD_S=1, tCCD_L=2, tRCD=1, tRP=1, tRAS=1, tRC=2, tRRD_S=1,
                           tRRD_L=1, tFAW=1, tREFI=65535, tRFC=2, tCL=2, tWR=1, tRTP=1,

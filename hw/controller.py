@@ -325,10 +325,12 @@ class Controller(wiring.Component):
         is_gather = hdr.opcode == Opcode.DMA_GATHER
         # Expressions rather than a Switch: Icarus evaluates continuous assignments at time 0,
         # ``always @*`` blocks only once an input changes.
+        # Without a GEMM core (cfg.gemm_core) the checker rejects every GEMM, so nothing enters
+        # its queue: the queue, its counts and the GEMM counters are constant and vanish.
         for i, u in enumerate(UNITS):
             hit = 0
             for opc, info in OPCODES.items():
-                if info.unit is u:
+                if info.unit is u and (cfg.gemm_core or u is not Unit.GEMM):
                     hit = hit | (hdr.opcode == opc)
             m.d.comb += unit_oh[i].eq(hit)
 
@@ -482,7 +484,7 @@ class Controller(wiring.Component):
             done = self.i_done[i] & ~(self.i_gather_error if u is Unit.LOAD else 0)
             m.d.comb += [inc[f"retired_{n}"].eq(done), inc[f"busy_{n}"].eq(self.i_busy[i]),
                          inc[f"stall_{n}"].eq(stall[u])]
-        gemm_go = go_unit & (hdr.opcode == Opcode.GEMM)
+        gemm_go = go_unit & (hdr.opcode == Opcode.GEMM) if cfg.gemm_core else 0
         mac_go = go_unit & (hdr.opcode == Opcode.PIM_MAC)
         load_go = go_unit & (hdr.opcode == Opcode.DMA_LOAD)
         store_go = go_unit & (hdr.opcode == Opcode.DMA_STORE)

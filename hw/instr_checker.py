@@ -132,7 +132,8 @@ class InstrChecker(wiring.Component):
         wa, wb = Signal(unsigned(17)), Signal(unsigned(17))
         is_dma0 = (op0 == Opcode.DMA_LOAD) | (op0 == Opcode.DMA_GATHER) | \
             (op0 == Opcode.DMA_STORE)
-        is_gemm0 = op0 == Opcode.GEMM
+        # Without a GEMM core (cfg.gemm_core) GEMM is illegal: its operands need no products.
+        is_gemm0 = (op0 == Opcode.GEMM) if cfg.gemm_core else 0
         is_mac0 = op0 == Opcode.PIM_MAC
         is_red0 = 0
         for opc in _REDUCTIONS:
@@ -223,19 +224,22 @@ class InstrChecker(wiring.Component):
         late = Signal()
         m.d.comb += late.eq(~idx_bad & ~d_empty & sram_bad)
 
-        # GEMM.
-        g_empty = (gemm.m == 0) | (gemm.n == 0)
-        g_mis = misaligned(gemm.a_addr, gemm.a_stride, gemm.b_addr, gemm.b_stride,
-                           gemm.c_addr, gemm.c_stride)
-        g_overlap = (gemm.m > cfg.array_rows) & (gemm.c_stride < gemm.n * W)
-        g_a_bad = gemm.a_addr + s1_pa + gemm.k * W - 1 >= cfg.sp_bytes
-        g_b_bad = gemm.b_addr + s1_pb + gemm.k * W - 1 >= cfg.sp_bytes
-        g_c_bad = gemm.c_addr + s1_pc_ + gemm.n * W - 1 >= cfg.acc_elems
-        err_gemm = _first([(g_mis, ErrorCode.MISALIGNED),
-                           (~g_empty & g_overlap, ErrorCode.ILLEGAL_FIELD),
-                           (~g_empty & (gemm.k != 0) & (g_a_bad | g_b_bad),
-                            ErrorCode.SRAM_RANGE),
-                           (~g_empty & g_c_bad, ErrorCode.SRAM_RANGE)])
+        # GEMM (GoldenMachine raises ILLEGAL_OPCODE first when there is no GEMM core).
+        if cfg.gemm_core:
+            g_empty = (gemm.m == 0) | (gemm.n == 0)
+            g_mis = misaligned(gemm.a_addr, gemm.a_stride, gemm.b_addr, gemm.b_stride,
+                               gemm.c_addr, gemm.c_stride)
+            g_overlap = (gemm.m > cfg.array_rows) & (gemm.c_stride < gemm.n * W)
+            g_a_bad = gemm.a_addr + s1_pa + gemm.k * W - 1 >= cfg.sp_bytes
+            g_b_bad = gemm.b_addr + s1_pb + gemm.k * W - 1 >= cfg.sp_bytes
+            g_c_bad = gemm.c_addr + s1_pc_ + gemm.n * W - 1 >= cfg.acc_elems
+            err_gemm = _first([(g_mis, ErrorCode.MISALIGNED),
+                               (~g_empty & g_overlap, ErrorCode.ILLEGAL_FIELD),
+                               (~g_empty & (gemm.k != 0) & (g_a_bad | g_b_bad),
+                                ErrorCode.SRAM_RANGE),
+                               (~g_empty & g_c_bad, ErrorCode.SRAM_RANGE)])
+        else:
+            err_gemm = ErrorCode.ILLEGAL_OPCODE
 
         # PIM.
         err_wrgb = _first([
@@ -343,10 +347,10 @@ class InstrChecker(wiring.Component):
         work = Signal(WORK_BITS)
         is_dma = (op == Opcode.DMA_LOAD) | (op == Opcode.DMA_GATHER) | (op == Opcode.DMA_STORE)
         dma_work = Mux(dma.len == 0, 0, Mux(dma.space == Space.ACC, s1_work << 2, s1_work))
-        m.d.comb += work.eq(
-            Mux(op == Opcode.GEMM, s1_work * gemm.k,
-                Mux(op == Opcode.PIM_MAC, pim.ncols * (cfg.dram_banks * cfg.col_bytes),
-                    Mux(is_dma, dma_work, 0))))
+        work_rest = Mux(op == Opcode.PIM_MAC, pim.ncols * (cfg.dram_banks * cfg.col_bytes),
+                        Mux(is_dma, dma_work, 0))
+        m.d.comb += work.eq(Mux(op == Opcode.GEMM, s1_work * gemm.k, work_rest)
+                            if cfg.gemm_core else work_rest)
 
         o = self.o.payload
         with m.If(s1_move):

@@ -395,6 +395,8 @@ class _Gen:
                 f["idx_scale"] = rng.choice((0, 1, 4, W, 32, rng.randint(1, 300)))
             return f
         if op is Opcode.GEMM:
+            if not cfg.gemm_core:       # no GEMM core: GEMM is illegal (kind "opcode")
+                return None
             R, C = cfg.array_rows, cfg.array_cols
             m = 0 if rng.random() < 0.02 else rng.randint(1, 3 * R)
             n = 0 if rng.random() < 0.02 else rng.randint(1, 3 * C)
@@ -548,9 +550,13 @@ class _Gen:
     # Illegal words ---------------------------------------------------------------------
     def illegal_word(self, kind: str) -> int | Instruction | None:
         """One word of ``kind`` that the shadow machine refuses (decode or execute)."""
-        rng = self.rng
+        rng, cfg = self.rng, self.cfg
         if kind == "opcode":
             valid = {o.value for o in Opcode}
+            if not cfg.gemm_core and rng.random() < 0.5:
+                # Without a GEMM core a well-formed GEMM is an illegal opcode (at execute).
+                f = {"m": rng.randint(0, 8), "n": rng.randint(0, 8), "k": rng.randint(0, 8)}
+                return Instruction(Opcode.GEMM, Unit(0), f)
             op = rng.choice([v for v in range(64) if v not in valid])
             body = rng.getrandbits(INSTR_BITS) if rng.random() < 0.5 else 0
             return (body & ~0x3F) | op

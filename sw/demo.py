@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmaccel.hw.config import AccelConfig
+from llmaccel.hw.errors import LlmaccelError
 from llmaccel.hw.isa import Opcode, Space, Src2Mode, Unit
 from llmaccel.sim.golden import numerics as nx
 from llmaccel.sim.golden.cycle_model import CycleModel
@@ -32,6 +33,9 @@ def _to_blocks(mat: np.ndarray, block: int, width: int) -> np.ndarray:
 
 def run_demo(cfg: AccelConfig, m: int = 16, k: int = 32, n: int = 24, seed: int = 1) -> dict:
     """Y = requant(A·B); t = argmax(Y[0]). Returns the program text, results and checks."""
+    if not cfg.gemm_core:
+        raise LlmaccelError(f"the demo runs a GEMM, and config {cfg.name!r} has no GEMM core "
+                            f"(gemm_core=False)")
     rng = np.random.default_rng(seed)
     R, C, W = cfg.array_rows, cfg.array_cols, cfg.row_width
     a = rng.integers(-128, 128, (m, k), dtype=np.int64)

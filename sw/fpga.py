@@ -141,21 +141,25 @@ def design_units(cfg: AccelConfig) -> dict[str, Callable[[], object]]:
     from llmaccel.hw.vector_unit import VectorUnit  # noqa: PLC0415
     from llmaccel.hw.wishbone import Wishbone  # noqa: PLC0415
 
-    return {
+    sp_rd, sp_wr, acc_rd, acc_wr = acc.sram_clients(cfg)
+    units = {
         "controller": lambda: Controller(cfg),
         "dma_load": lambda: DmaLoad(cfg),
         "dma_store": lambda: DmaStore(cfg),
         "gemm_core": lambda: GemmCore(cfg),
         "pim_unit": lambda: PimUnit(cfg),
         "vector_unit": lambda: VectorUnit(cfg),
-        "sram_sp": lambda: acc.Sram(cfg, Space.SP, acc.SP_READ, acc.SP_WRITE,
-                                    second_read_port=acc.SP_READ_PORT1),
-        "sram_acc": lambda: acc.Sram(cfg, Space.ACC, acc.ACC_READ, acc.ACC_WRITE,
-                                     second_read_port=acc.ACC_READ_PORT1),
+        "sram_sp": lambda: acc.Sram(cfg, Space.SP, sp_rd, sp_wr, second_read_port=[
+            n for n in acc.SP_READ_PORT1 if n in sp_rd]),
+        "sram_acc": lambda: acc.Sram(cfg, Space.ACC, acc_rd, acc_wr, second_read_port=[
+            n for n in acc.ACC_READ_PORT1 if n in acc_rd]),
         "dram_channel": lambda: DramChannel(cfg, 3),
         "wishbone": lambda: Wishbone(cfg),
         "uart_bridge": lambda: UartBridge(uart_divisor_default()),
     }
+    if not cfg.gemm_core:       # the config has no GEMM core (AccelConfig.gemm_core)
+        del units["gemm_core"]
+    return units
 
 
 def uart_divisor_default() -> int:
@@ -778,6 +782,9 @@ def place_route_unit(cfg: AccelConfig, unit: str, out_dir: str | Path | None = N
     from amaranth.back import rtlil  # noqa: PLC0415
 
     units = design_units(cfg)
+    if unit == "gemm_core" and not cfg.gemm_core:
+        raise LlmaccelError(f"config {cfg.name!r} has no GEMM core (gemm_core=False): "
+                            f"choose one of {', '.join(units)}")
     if unit not in units:
         raise LlmaccelError(f"unknown unit {unit!r}; choose one of {', '.join(units)}")
     board = BOARDS["ecp5"]

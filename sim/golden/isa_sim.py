@@ -332,6 +332,9 @@ class GoldenMachine:
     # GEMM ----------------------------------------------------------------------------------
     def _exec_gemm(self, ins, pc, acc):
         cfg = self.cfg
+        if not cfg.gemm_core:
+            raise MachineError(ErrorCode.ILLEGAL_OPCODE, pc,
+                               f"GEMM: config {cfg.name!r} has no GEMM core (gemm_core=False)")
         R, C, W = cfg.array_rows, cfg.array_cols, cfg.row_width
         self._align_check(pc, a_addr=ins.a_addr, a_stride=ins.a_stride, b_addr=ins.b_addr,
                           b_stride=ins.b_stride, c_addr=ins.c_addr, c_stride=ins.c_stride)

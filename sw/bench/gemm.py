@@ -84,6 +84,11 @@ def _sizes(config: str | None) -> list[tuple[int, int]]:
     from llmaccel.hw.config import preset  # noqa: PLC0415
 
     cfg = preset(config)
+    if not cfg.gemm_core:
+        from llmaccel.hw.errors import LlmaccelError  # noqa: PLC0415
+
+        raise LlmaccelError(f"config {config!r} has no GEMM core (gemm_core=False): "
+                            f"nothing to benchmark")
     return [(cfg.array_rows, cfg.array_cols)]
 
 

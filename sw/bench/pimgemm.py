@@ -327,6 +327,8 @@ def best_chunk(cfg, name: str, w: np.ndarray, x: np.ndarray,
         try:
             case = gemm_case(cfg, name, w, x, c, x_in)
         except CompileError:
+            if not sweep:       # not even one column block compiles: say why
+                raise
             break
         s = Session(cfg, check_races=False)
         sweep[c] = s.run_case(case)["cycles"]

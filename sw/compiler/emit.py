@@ -12,7 +12,7 @@ from llmaccel.hw.accelerator import read_port
 from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.isa import Opcode, Space, Src2Mode
 
-from .program import Access, ProgramBuilder
+from .program import Access, CompileError, ProgramBuilder
 
 __all__ = ["Emitter", "Opnd"]
 
@@ -102,6 +102,8 @@ class Emitter:
     def gemm(self, *, m: int, n: int, k: int, a: int, a_stride: int, b: int, b_stride: int,
              c: int, c_stride: int, accumulate: bool = False) -> None:
         cfg, W = self.cfg, self.W
+        if not cfg.gemm_core:
+            raise CompileError(f"GEMM: config {cfg.name!r} has no GEMM core (gemm_core=False)")
         mb, nb = -(-m // cfg.array_rows), -(-n // cfg.array_cols)
         ra = Access("SP", a, a + (mb - 1) * a_stride + k * W, read_port(Space.SP, "gemm_a"))
         rb = Access("SP", b, b + (nb - 1) * b_stride + k * W, read_port(Space.SP, "gemm_b"))

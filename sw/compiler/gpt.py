@@ -102,6 +102,9 @@ class CompiledGPT:
         if max(m.d_ff, m.d_model) > cfg.gbuf_bytes:
             problems.append(f"the PIM global buffer ({cfg.gbuf_bytes} bytes) cannot hold a "
                             f"{m.d_ff}-element input vector")
+        if prefill_mode == "systolic" and not cfg.gemm_core:
+            problems.append("systolic prefill needs the GEMM core, which this config does "
+                            "not have (gemm_core=False): compile with prefill_mode='pim'")
         if cfg.array_rows != cfg.array_cols:
             problems.append(f"the compiler's activation layout needs a square array, not "
                             f"{cfg.array_rows}x{cfg.array_cols}")
@@ -115,9 +118,11 @@ class CompiledGPT:
                 **kwargs) -> CompiledGPT:
         """The first image that fits ``cfg``'s DRAM, in order: systolic prefill (GEMM-tile
         weight copies), PIM prefill (one weight copy), PIM prefill with the ``compact``
-        packing (docs/compiler.md). ``prefill_mode`` fixes the mode (then only ``compact`` is
+        packing (docs/compiler.md); without a GEMM core (``cfg.gemm_core``) only the PIM
+        prefills. ``prefill_mode`` fixes the mode (then only ``compact`` is
         tried as well). Raises the last :class:`DramFitError` when none fits."""
-        modes = ("systolic", "pim") if prefill_mode is None else (prefill_mode,)
+        modes = (("systolic", "pim") if cfg.gemm_core else ("pim",)) \
+            if prefill_mode is None else (prefill_mode,)
         tries = [(mode, False) for mode in modes] + [(modes[-1], True)]
         for mode, compact in tries[:-1]:
             try:

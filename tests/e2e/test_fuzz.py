@@ -70,6 +70,29 @@ def test_illegal_programs_stop_at_their_bad_word(kind, seed):
             assert res.error is ErrorCode.PC_RANGE
 
 
+def test_without_a_gemm_core_the_fuzzer_makes_gemm_an_illegal_opcode(seed):
+    """gemm_core=False (the fpga preset's choice): valid programs hold no GEMM; illegal
+    ``opcode`` programs include well-formed GEMMs, which stop at their PC with ILLEGAL_OPCODE."""
+    cfg = preset("tiny").replace(name="tiny-nogemm", gemm_core=False)
+    fz = ProgramFuzzer(cfg)
+    gold = GoldenBackend(cfg, check_races=True)
+    gold.load_dram(0, fz.arena_data(seed))
+    for i in range(20):
+        prog = fz.valid(seed + i, gold.machine)
+        gold.load_dram(prog.base, prog.binary)
+        assert gold.machine.run(prog.base, max_instructions=10_000).ok, prog.listing()
+        assert not [t for t in prog.text if t.split()[0] == "gemm"]
+    gemms = 0
+    for i in range(16):
+        prog = fz.illegal(seed + i, gold.machine, "opcode")
+        gold.load_dram(prog.base, prog.binary)
+        res = gold.machine.run(prog.base, max_instructions=10_000)
+        assert res.error is ErrorCode.ILLEGAL_OPCODE, prog.listing()
+        assert res.error_pc == prog.base + INSTR_BYTES * prog.bad_index, prog.listing()
+        gemms += prog.text[prog.bad_index].split()[0] == "gemm"
+    assert gemms > 0
+
+
 # -------------------------------------------------------------------------------------------
 # Verilator against the golden model
 def test_random_valid_programs_are_bit_exact_on_verilator(verilator, seed):
@@ -124,6 +147,27 @@ def test_non_power_of_two_dram_on_verilator(seed):
         assert not r.mismatches, _report(r)
         assert not r.cycle_mismatches, r.cycle_mismatches
         assert {"DRAM_RANGE", "PIM_RANGE", "PC_RANGE"} <= set(r.errors), r.errors
+    finally:
+        be.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SOAK, reason="soak runs with LLMACCEL_SOAK=1 (make soak)")
+def test_without_a_gemm_core_on_verilator(seed):
+    """gemm_core=False: random programs without GEMM, and GEMMs as illegal opcodes, give the
+    golden model's data, error, PC and cycles on the RTL built without the array. In the soak
+    (a Verilator build of its own); tests/hw/test_accelerator.py runs a GEMM-free program and
+    illegal GEMMs on the same RTL in make test."""
+    cfg = preset("tiny").replace(name="tiny-nogemm", gemm_core=False)
+    be = get_backend("verilator", cfg)
+    try:
+        r = DiffRunner(be, GoldenBackend(cfg), ProgramFuzzer(cfg), seed=seed,
+                       compare_cycles=True)
+        r.setup()
+        r.run(300, illegal_share=0.3, checkpoint_every=50)
+        assert not r.mismatches, _report(r)
+        assert not r.cycle_mismatches, r.cycle_mismatches
+        assert "ILLEGAL_OPCODE" in r.errors, r.errors
     finally:
         be.close()
 

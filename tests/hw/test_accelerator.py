@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from llmaccel.hw.accelerator import Accelerator
@@ -127,8 +128,9 @@ def run_rtl(cfg: AccelConfig, image: bytes, *, sp: np.ndarray | None = None,
     W = cfg.row_width
     bases = base if isinstance(base, list) else [base]
     runs: list[dict] = []
-    units = {Unit.LOAD: dut.load, Unit.STORE: dut.store, Unit.GEMM: dut.gemm,
-             Unit.PIM: dut.pim, Unit.VEC: dut.vec}
+    units = {u: unit for u, unit in ((Unit.LOAD, dut.load), (Unit.STORE, dut.store),
+                                     (Unit.GEMM, dut.gemm), (Unit.PIM, dut.pim),
+                                     (Unit.VEC, dut.vec)) if unit is not None}
     mon = {"starts": {u: [] for u in units}, "dones": {u: [] for u in units}}
 
     async def tb(ctx):
@@ -405,6 +407,44 @@ def test_errors_mid_program(case, seed):
                 "late_dram": ErrorCode.DRAM_RANGE, "late_sram": ErrorCode.SRAM_RANGE}[case]
     check_program(CFG, prog, data={0x1000: _bytes(rng, 256)}, acc=acc, base=base,
                   image_size=size, expect="error", expect_error=want)
+
+
+# No GEMM core (the fpga preset's choice): GEMM is an illegal opcode at execute.
+NO_GEMM = CFG.replace(name="tiny-nogemm", gemm_core=False)
+
+
+def test_without_a_gemm_core_gemm_is_illegal_and_the_rest_runs(seed):
+    """A config without the GEMM core builds no array and no GEMM SRAM ports; its DMA,
+    vector and PIM programs run as the golden model says, and a GEMM (even an empty one, or
+    one with reserved bits set, which decode rejects first) stops the run at its PC."""
+    rng = np.random.default_rng(seed)
+    dut = Accelerator(NO_GEMM)
+    assert dut.gemm is None
+    assert not {"rd_gemm_a", "rd_gemm_b"} & set(dut.sp.signature.members)
+    assert not {"rd_gemm", "wr_gemm"} & set(dut.acc.signature.members)
+    Fragment.get(dut, None)         # it elaborates without the core
+    data = {0x1000: _bytes(rng, 512), 0x3000: _bytes(rng, 0x3000)}
+    head = _asm(
+        "dma_load space=sp dram_addr=0x1000 dram_stride=0 sram_addr=0 sram_stride=0 rows=1 "
+        "len=96",
+        "pim_wrgb sram_addr=0 gb_addr=0 len=64 wait=load",
+        "pim_mac row=3 col=0 ncols=4 kc=2 gb_chunk=0 slot=0",
+        "vadd dst=sp:128:4 src1=sp:0:4 src2=imm imm=3 rows=8 wait=load",
+        "pim_read slot=0 nslots=4 sram_addr=64 wait=pim",
+        "dma_store space=acc dram_addr=0x2000 dram_stride=0 sram_addr=64 sram_stride=0 rows=1 "
+        "len=16 wait=pim|vec",
+    )
+    check_program(NO_GEMM, [*head, *_asm("halt")], data=data)
+    for gemm in ("gemm m=0 n=4 k=3 a_addr=8 a_stride=0 b_addr=40 b_stride=12 c_addr=512 "
+                 "c_stride=0",
+                 "gemm m=4 n=4 k=2 a_addr=0 a_stride=8 b_addr=32 b_stride=8 c_addr=0 "
+                 "c_stride=16"):
+        check_program(NO_GEMM, [*head, *_asm(gemm, "halt")], data=data, expect="error",
+                      expect_error=ErrorCode.ILLEGAL_OPCODE)
+    reserved = (int.from_bytes(_asm("gemm m=1 n=1 k=1")[0].to_bytes(), "little") | 1 << 250
+                ).to_bytes(32, "little")
+    check_program(NO_GEMM, [*head, reserved, *_asm("halt")], data=data, expect="error",
+                  expect_error=ErrorCode.RESERVED_BITS)
 
 
 # A DRAM whose row count is not a power of two: 48 rows, so its top is 192 KiB.

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from llmaccel.hw.config import preset
+from llmaccel.hw.isa import INSTR_BYTES, Opcode, decode
 from llmaccel.sim.backends import get_backend
 from llmaccel.sw.compiler import CompiledGPT, CompileError
 from llmaccel.sw.driver import Generator
@@ -225,3 +226,18 @@ def test_fpga_preset_decodes_every_position_of_the_context_in_its_dram(qmodel):
         info = c.decode(t, prompt_token=t % 2 == 0, load_constants=t == 0)
         assert info.plan.spills == 0
         assert len(info.binary) <= c.r_dprog.nbytes
+
+
+def test_without_a_gemm_core_prefill_runs_in_the_pim_banks(qmodel):
+    """A config without the GEMM core (the fpga preset's) compiles PIM prefill only: fitting
+    skips systolic prefill, asking for it is a clear error, and no program holds a GEMM."""
+    cfg = CFG.replace(name="nogemm", gemm_core=False)
+    with pytest.raises(CompileError, match="systolic prefill needs the GEMM core"):
+        CompiledGPT(qmodel, cfg)
+    c = CompiledGPT.fitting(qmodel, cfg)
+    assert c.prefill_mode == "pim"
+    assert preset("fpga").gemm_core is False
+    progs = [*c.prefill_programs(4), c.decode(4)]
+    ops = {decode(p.binary[i:i + INSTR_BYTES]).opcode for p in progs
+           for i in range(0, len(p.binary), INSTR_BYTES)}
+    assert Opcode.GEMM not in ops and Opcode.PIM_MAC in ops

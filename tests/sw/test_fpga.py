@@ -331,6 +331,14 @@ def test_synth_unit_unknown_name_lists_the_units(capsys):
     assert "gemm_core" in err and "dram_channel" in err
 
 
+def test_a_config_without_a_gemm_core_has_no_gemm_unit(capsys):
+    fpga_cfg = preset("fpga")
+    assert not fpga_cfg.gemm_core and "gemm_core" not in fpga.design_units(fpga_cfg)
+    assert main(["synth", "--target", "ecp5", "--config", "fpga", "--unit", "gemm_core"]) == 2
+    err = capsys.readouterr().err
+    assert "config 'fpga' has no GEMM core (gemm_core=False)" in err and "dram_channel" in err
+
+
 def test_synth_unit_needs_the_ecp5_target(capsys):
     assert main(["synth", "--target", "xilinx", "--config", "tiny", "--unit", "gemm_core"]) == 2
     assert "needs --target ecp5, not xilinx" in capsys.readouterr().err
@@ -401,7 +409,7 @@ def test_constraint_files_describe_the_board_top():
 
 
 def test_fpga_preset_holds_the_tiny_gpt_with_one_weight_copy():
-    from llmaccel.sw.compiler import CompiledGPT, DramFitError
+    from llmaccel.sw.compiler import CompiledGPT, CompileError, DramFitError
     from llmaccel.sw.driver import load_model
 
     cfg = preset("fpga")
@@ -410,10 +418,14 @@ def test_fpga_preset_holds_the_tiny_gpt_with_one_weight_copy():
     assert pim.prefill_mode == "pim" and pim.compact
     assert pim.layout.bytes_used <= cfg.dram_bytes
     assert not any(name.startswith("tiles.") for name in pim.layout.regions)
-    # Neither image of the plain layouts fits the 320 KiB of block RAM.
-    for mode in ("systolic", "pim"):
-        with pytest.raises(DramFitError, match="does not fit the configured DRAM"):
-            CompiledGPT(q, cfg, prefill_mode=mode)
+    # The plain PIM layout does not fit the 320 KiB of block RAM; the preset has no GEMM core
+    # for systolic prefill, which would not fit either.
+    with pytest.raises(DramFitError, match="does not fit the configured DRAM"):
+        CompiledGPT(q, cfg, prefill_mode="pim")
+    with pytest.raises(CompileError, match="systolic prefill needs the GEMM core"):
+        CompiledGPT(q, cfg, prefill_mode="systolic")
+    with pytest.raises(DramFitError, match="does not fit the configured DRAM"):
+        CompiledGPT(q, cfg.replace(name="fpga-gemm", gemm_core=True), prefill_mode="systolic")
     # The same model with systolic prefill needs its GEMM-tile weight copy as well.
     big = preset("default")
     sys_ = CompiledGPT(q, big, prefill_mode="systolic")

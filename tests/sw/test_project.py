@@ -93,3 +93,12 @@ def test_demo_runs_and_checks_itself(capsys):
     assert main(["demo", "--config", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "equals NumPy: True" in out and "equals NumPy: False" not in out
+
+
+def test_gemm_commands_explain_a_config_without_a_gemm_core(tmp_path, capsys):
+    assert main(["demo", "--config", "fpga"]) == 2
+    assert "config 'fpga' has no GEMM core" in capsys.readouterr().err
+    prog = tmp_path / "p.s"
+    prog.write_text("nop\ngemm m=4 n=4 k=4\nhalt\n")
+    assert main(["run-program", str(prog), "--config", "fpga"]) == 1
+    assert "ILLEGAL_OPCODE at pc 0x20" in capsys.readouterr().out
