@@ -101,6 +101,11 @@ def cmd_synth(args) -> int:
                                 f"ecp5 without --no-pnr")
         if value:
             pnr_args += (f"--{opt}", value)
+    if args.no_timing_driven:
+        if args.target != "ecp5" or args.no_pnr:
+            raise LlmaccelError("--no-timing-driven changes nextpnr-ecp5's placement; it needs "
+                                "--target ecp5 without --no-pnr")
+        pnr_args += ("--no-tmdriv",)
     if args.core_mhz is not None and not args.unit and args.target == "ecp5":
         _check_pll(args.core_mhz)
     if args.unit:
@@ -206,6 +211,10 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
     s.add_argument("--router", choices=("router1", "router2"),
                    help="ECP5: nextpnr's router (default: nextpnr's, router1); router2 "
                         "negotiates congestion and copes better with a nearly full device")
+    s.add_argument("--no-timing-driven", action="store_true",
+                   help="ECP5: place for wirelength alone (nextpnr --no-tmdriv); timing-driven "
+                        "placement packs the critical paths tight, which congests the fpga "
+                        "design's routing (docs/fpga.md)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_synth)
 

@@ -339,6 +339,20 @@ def test_a_config_without_a_gemm_core_has_no_gemm_unit(capsys):
     assert "config 'fpga' has no GEMM core (gemm_core=False)" in err and "dram_channel" in err
 
 
+def test_no_timing_driven_passes_no_tmdriv_to_nextpnr(monkeypatch, capsys):
+    seen = {}
+
+    def fake(cfg, target, **kw):
+        seen.update(kw)
+        raise LlmaccelError("stop here")
+
+    monkeypatch.setattr(fpga, "synthesize", fake)
+    assert main(["synth", "--config", "tiny", "--router", "router2", "--no-timing-driven"]) == 2
+    assert seen["pnr_args"] == ("--router", "router2", "--no-tmdriv")
+    assert main(["synth", "--config", "tiny", "--no-pnr", "--no-timing-driven"]) == 2
+    assert "--no-timing-driven changes nextpnr-ecp5's placement" in capsys.readouterr().err
+
+
 def test_synth_unit_needs_the_ecp5_target(capsys):
     assert main(["synth", "--target", "xilinx", "--config", "tiny", "--unit", "gemm_core"]) == 2
     assert "needs --target ecp5, not xilinx" in capsys.readouterr().err
