@@ -144,7 +144,7 @@ class ErrorCode(enum.Enum, shape=4):
     """Error status the controller (and the golden model) reports with the failing PC."""
 
     NONE = 0
-    ILLEGAL_OPCODE = 1    # opcode not in Opcode
+    ILLEGAL_OPCODE = 1    # opcode not in Opcode (or GEMM without a GEMM core)
     RESERVED_BITS = 2     # a bit the opcode does not use is set
     ILLEGAL_FIELD = 3     # a field value the opcode does not allow (see the opcode's checks)
     MISALIGNED = 4        # a row operand not on a row boundary
@@ -312,6 +312,8 @@ OPCODES: dict[Opcode, OpInfo] = {info.opcode: info for info in (
            "rows (one ACC row per j) — the layout every activation uses, so a GEMM's output "
            "feeds the next GEMM's A operand after requantisation. Lanes i%R ≥ m of the last "
            "block are neither read meaningfully nor written.",
+           "A config without the GEMM core (gemm_core=False, the fpga preset) has no GEMM: "
+           "ILLEGAL_OPCODE, checked before everything else but the reserved bits. "
            "a_addr, a_stride, b_addr, b_stride, c_addr, c_stride are multiples of W "
            "(MISALIGNED); with more than one block of R rows (m > R) the result blocks must "
            "not overlap, c_stride ≥ n·W (ILLEGAL_FIELD); every row touched is inside its SRAM "
