@@ -100,10 +100,11 @@ class Controller(wiring.Component):
     controller is stopped, every dispatched instruction has completed, no gather check or
     run-time gather decision is pending and no fetch request is waiting to be accepted.
 
-    **Counters** (``o_counters``, :data:`~.regs.COUNTERS` order, 64 bits) count while the run
-    is RUNNING: ``cycles``; ``retired_*`` from ``o_done`` (a gather that fails its range check
-    is not retired; NOP and HALT count as ``retired_ctrl`` at dispatch); ``busy_*`` cycles with
-    the unit's ``o_busy``; ``stall_*`` cycles the queue head waits for its wait mask;
+    **Counters** (``o_counters``, :data:`~.regs.COUNTERS` order, 64-bit ports holding
+    ``cfg.counter_bits``-bit counters that wrap) count while the run is RUNNING: ``cycles``;
+    ``retired_*`` from ``o_done`` (a gather that fails its range check is not retired; NOP
+    and HALT count as ``retired_ctrl`` at dispatch); ``busy_*`` cycles with the unit's
+    ``o_busy``; ``stall_*`` cycles the queue head waits for its wait mask;
     ``gemm_macs`` (m·n·k), ``pim_macs`` (ncols·banks·32), ``dram_read_bytes`` and
     ``dram_write_bytes`` (DMA element bytes, as GoldenMachine's Stats count them) at dispatch
     (a gather's when its index has been checked); ``dram_activates`` and ``dram_refreshes``
@@ -518,11 +519,14 @@ class Controller(wiring.Component):
         # one cycle after the event, and the run's last increments one cycle after STATUS
         # turns DONE or ERROR. A host reads STATUS and a counter in two bus transactions, so
         # any counter it reads after seeing the run end is final.
+        # ``cfg.counter_bits`` wide, zero-extended to the 64-bit port (they wrap there).
         for k, name in enumerate(COUNTERS):
             inc_q = Signal(WORK_BITS, name=f"inc_q_{name}")
+            c = Signal(cfg.counter_bits, name=f"cnt_{name}")
+            m.d.comb += cnt[k].eq(c)
             m.d.sync += inc_q.eq(Mux(running & ~self.i_clear, inc[name], 0))
             with m.If(self.i_clear):
-                m.d.sync += cnt[k].eq(0)
+                m.d.sync += c.eq(0)
             with m.Else():
-                m.d.sync += cnt[k].eq(cnt[k] + inc_q)
+                m.d.sync += c.eq(c + inc_q)
         return m

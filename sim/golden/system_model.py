@@ -627,6 +627,9 @@ class _Run:
             elif kind == "MAC":
                 fresh[b] = False
         res = self.result
-        return SystemReport(cycles=cnt["cycles"], start=t0, end=e, status=res.status,
+        wrap = (1 << self.cfg.counter_bits) - 1      # the RTL's counters wrap there
+        cycles = cnt["cycles"]
+        cnt = {k: v & wrap for k, v in cnt.items()}
+        return SystemReport(cycles=cycles, start=t0, end=e, status=res.status,
                             error=res.error, error_pc=res.error_pc, counters=cnt,
                             events=self.events)

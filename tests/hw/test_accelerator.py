@@ -224,15 +224,16 @@ def compare(cfg: AccelConfig, g: GoldenMachine, res, rtl: RtlRun, rep, expect: s
         np.testing.assert_array_equal(np.frombuffer(got, np.uint8), g.dram[a:a + len(got)],
                                       err_msg=f"DRAM at {a:#x}")
     st = res.stats
-    assert rtl.counters["gemm_macs"] == st.gemm_macs
-    assert rtl.counters["pim_macs"] == st.pim_macs
-    assert rtl.counters["dram_read_bytes"] == st.dram_read_bytes
-    assert rtl.counters["dram_write_bytes"] == st.dram_write_bytes
+    wrap = (1 << cfg.counter_bits) - 1
+    assert rtl.counters["gemm_macs"] == st.gemm_macs & wrap
+    assert rtl.counters["pim_macs"] == st.pim_macs & wrap
+    assert rtl.counters["dram_read_bytes"] == st.dram_read_bytes & wrap
+    assert rtl.counters["dram_write_bytes"] == st.dram_write_bytes & wrap
     per_unit = st.per_unit
     if expect == "done":
         for u in rtl.starts:
-            assert rtl.counters[f"retired_{u.name.lower()}"] == per_unit[u.name]
-        assert rtl.counters["retired_ctrl"] == per_unit["CTRL"]
+            assert rtl.counters[f"retired_{u.name.lower()}"] == per_unit[u.name] & wrap
+        assert rtl.counters["retired_ctrl"] == per_unit["CTRL"] & wrap
     for u in rtl.starts:
         evs = [ev for ev in rep.events if ev.unit is u]
         assert [ev.start for ev in evs] == rtl.starts[u], (u, "handshakes")
@@ -445,6 +446,25 @@ def test_without_a_gemm_core_gemm_is_illegal_and_the_rest_runs(seed):
                 ).to_bytes(32, "little")
     check_program(NO_GEMM, [*head, reserved, *_asm("halt")], data=data, expect="error",
                   expect_error=ErrorCode.RESERVED_BITS)
+
+
+def test_narrow_counters_wrap_as_the_model_says(seed):
+    """counter_bits = 10: cycles, busy counts and the PIM MACs (9 columns × 4 banks × 32 =
+    1 152) pass 2^10 and wrap in the RTL as in the system model."""
+    cfg = CFG.replace(name="tiny-cnt10", counter_bits=10)
+    rng = np.random.default_rng(seed)
+    res, rtl, rep = check_program(cfg, _asm(
+        "dma_load space=sp dram_addr=0x1000 dram_stride=0 sram_addr=0 sram_stride=0 rows=1 "
+        "len=96",
+        "pim_wrgb sram_addr=0 gb_addr=0 len=64 wait=load",
+        "pim_mac row=3 col=0 ncols=9 kc=2 gb_chunk=0 slot=0",
+        "vadd dst=sp:128:4 src1=sp:0:0 src2=imm imm=3 rows=1000 wait=load",
+        "pim_read slot=0 nslots=4 sram_addr=64 wait=pim",
+        "halt",
+    ), data={0x1000: _bytes(rng, 512), 0x3000: _bytes(rng, 0x3000)})
+    assert rep.cycles >= 1 << 10 and rtl.counters["cycles"] == rep.cycles % (1 << 10)
+    assert res.stats.pim_macs >= 1 << 10
+    assert rtl.counters["pim_macs"] == res.stats.pim_macs % (1 << 10)
 
 
 # A DRAM whose row count is not a power of two: 48 rows, so its top is 192 KiB.

@@ -51,6 +51,7 @@ def test_frozen():
      "pim_multipliers = 16 takes 2 cycles per column, so timing.tCCD_L .the PIM column rate. "
      "must be at least 2, not 1"),
     ({"gemm_core": 0}, "gemm_core must be True or False, not 0"),
+    ({"counter_bits": 65}, "counter_bits must be between 8 and 64, not 65"),
 ])
 def test_invalid_configs_name_the_parameter(changes, message):
     with pytest.raises(ConfigError, match=message):
