@@ -380,21 +380,21 @@ PRESETS: dict[str, AccelConfig] = {
     # with the compact PIM-prefill image (one weight copy, 4 × 79 rows used). Block RAM has no
     # rows to open nor a data bus to turn around: every timing parameter is at its minimum,
     # refresh nearly never, except tCCD_L = 2: each PIM engine has 16 multipliers and takes
-    # two cycles per column. With the array and the wide products of the DSP policy that is
-    # 112 of the 156 DSPs; 32 multipliers per engine took all 156 and crowded the routing.
-    # Two ACC and two SP banks rather than four: the crossbars'
-    # LUTs halve and each bank fills its block RAMs, for one cycle per decoded token. 128 PIM
-    # slots and a 512-byte global buffer: decode's attention at the last of the 128 positions
-    # needs them (4 heads × 32 keys per bank; 4 heads × 4 chunks of probabilities). No GEMM
-    # core: the compact image prefills in the PIM banks too, so the array would never run,
-    # and its logic, SRAM ports and DSPs cost routing the device does not have (row width 4).
+    # two cycles per column. With the wide products of the DSP policy that is 94 of the 156
+    # DSPs; 32 multipliers per engine took all 156 and crowded the routing. No GEMM core: the
+    # compact image prefills in the PIM banks too, so the array would never run, and its
+    # logic, SRAM ports and DSPs cost routing the device does not have (row width 4). One ACC
+    # and one SP bank: no crossbar, only each port's client multiplexer, and the same decode
+    # cycles as two banks (four: one cycle per token fewer). 40-bit counters. 128 PIM slots
+    # and a 512-byte global buffer: decode's attention at the last of the 128 positions needs
+    # them (4 heads × 32 keys per bank; 4 heads × 4 chunks of probabilities).
     "fpga": AccelConfig(
         name="fpga", array_rows=4, array_cols=4, vector_lanes=4, gemm_core=False, dram_banks=4,
         dram_bank_groups=2, bank_rows=80, cols_per_row=32,
         timing=DramTiming(tCCD_S=1, tCCD_L=2, tRCD=1, tRP=1, tRAS=1, tRC=2, tRRD_S=1,
                           tRRD_L=1, tFAW=1, tREFI=65535, tRFC=2, tCL=2, tWR=1, tRTP=1,
                           tBURST=1),
-        sp_bytes=4 * 1024, acc_elems=8 * 1024, sp_banks=2, acc_banks=2, gbuf_bytes=512,
+        sp_bytes=4 * 1024, acc_elems=8 * 1024, sp_banks=1, acc_banks=1, gbuf_bytes=512,
         pim_slots=128, pim_multipliers=16, lut_tables=8, counter_bits=40),
 }
 
