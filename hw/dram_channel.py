@@ -429,7 +429,6 @@ class DramChannel(wiring.Component):
         m.d.comb += [host_re.eq(self.host.re & host_ok), host_we.eq(self.host.we & host_ok)]
         host_bank_r = Signal(range(B))
         m.d.sync += host_bank_r.eq(hbank)
-        m.d.comb += self.host.rdata.eq(Array(bk.rd_data for bk in banks)[host_bank_r])
         wr_addr = Signal.like(banks[0].wr_addr)
         wr_data = Signal.like(banks[0].wr_data)
         m.d.comb += [wr_addr.eq(Mux(host_we, entry(hrow, hcol), col_entry)),
@@ -518,8 +517,12 @@ class DramChannel(wiring.Component):
         for k in range(1, L):
             m.d.sync += vsr[k].eq(vsr[k - 1])
         # The block RAM's data arrive a cycle after its address, which is a cycle after the RD
-        # when ``late``.
-        rd_word = Array(bk.rd_data for bk in banks)[vsr[1 if late else 0].bank]
+        # when ``late``. The host's reads share the multiplexer: they come only while no
+        # column command runs (see the backdoor above), so when no RD's data arrive it
+        # selects the bank of the host's read of the cycle before.
+        rd_at = vsr[1 if late else 0]
+        rd_word = Array(bk.rd_data for bk in banks)[Mux(rd_at.valid, rd_at.bank, host_bank_r)]
+        m.d.comb += self.host.rdata.eq(rd_word)
         dsr = [Signal(col_word_layout(cfg), name=f"rd_data{k}")
                for k in range(L - (2 if late else 1))]
         if dsr:
