@@ -129,6 +129,22 @@ def test_rtl_cycles_equal_the_cycle_model_on_random_programs(verilator, seed):
     assert not r.cycle_mismatches
 
 
+def _soak_config(cfg, seed: int, n: int, illegal_share: float) -> dict:
+    """``n`` fuzz programs on a Verilator build of ``cfg`` against the golden model (data,
+    errors, PCs and cycles); returns the errors the illegal programs ended in."""
+    be = get_backend("verilator", cfg)
+    try:
+        r = DiffRunner(be, GoldenBackend(cfg), ProgramFuzzer(cfg), seed=seed,
+                       compare_cycles=True)
+        r.setup()
+        r.run(n, illegal_share=illegal_share, checkpoint_every=50)
+        assert not r.mismatches, _report(r)
+        assert not r.cycle_mismatches, r.cycle_mismatches
+        return r.errors
+    finally:
+        be.close()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not SOAK, reason="soak runs with LLMACCEL_SOAK=1 (make soak)")
 def test_non_power_of_two_dram_on_verilator(seed):
@@ -137,18 +153,8 @@ def test_non_power_of_two_dram_on_verilator(seed):
     end) give the golden model's data, error and PC, and its cycles. In the soak: it costs a
     Verilator build of its own (minutes on a clean clone); tests/hw/test_accelerator.py runs
     the same top-row cases on the RTL in make test."""
-    cfg = preset("tiny").replace(name="rows48", bank_rows=48)
-    be = get_backend("verilator", cfg)
-    try:
-        r = DiffRunner(be, GoldenBackend(cfg), ProgramFuzzer(cfg), seed=seed,
-                       compare_cycles=True)
-        r.setup()
-        r.run(200, illegal_share=0.5, checkpoint_every=50)
-        assert not r.mismatches, _report(r)
-        assert not r.cycle_mismatches, r.cycle_mismatches
-        assert {"DRAM_RANGE", "PIM_RANGE", "PC_RANGE"} <= set(r.errors), r.errors
-    finally:
-        be.close()
+    errors = _soak_config(preset("tiny").replace(name="rows48", bank_rows=48), seed, 200, 0.5)
+    assert {"DRAM_RANGE", "PIM_RANGE", "PC_RANGE"} <= set(errors), errors
 
 
 @pytest.mark.slow
@@ -158,18 +164,9 @@ def test_without_a_gemm_core_on_verilator(seed):
     golden model's data, error, PC and cycles on the RTL built without the array. In the soak
     (a Verilator build of its own); tests/hw/test_accelerator.py runs a GEMM-free program and
     illegal GEMMs on the same RTL in make test."""
-    cfg = preset("tiny").replace(name="tiny-nogemm", gemm_core=False)
-    be = get_backend("verilator", cfg)
-    try:
-        r = DiffRunner(be, GoldenBackend(cfg), ProgramFuzzer(cfg), seed=seed,
-                       compare_cycles=True)
-        r.setup()
-        r.run(300, illegal_share=0.3, checkpoint_every=50)
-        assert not r.mismatches, _report(r)
-        assert not r.cycle_mismatches, r.cycle_mismatches
-        assert "ILLEGAL_OPCODE" in r.errors, r.errors
-    finally:
-        be.close()
+    errors = _soak_config(preset("tiny").replace(name="tiny-nogemm", gemm_core=False), seed,
+                          300, 0.3)
+    assert "ILLEGAL_OPCODE" in errors, errors
 
 
 @pytest.mark.slow
