@@ -20,7 +20,7 @@ from .vector_unit import VectorUnit
 from .wishbone import Wishbone, wishbone_signature
 
 __all__ = ["FETCH_PORT", "GEMM_CLIENTS", "LOAD_PORT", "STORE_PORT", "Accelerator", "read_port",
-           "sram_clients"]
+           "sram_clients", "top_sram"]
 
 #: The channel's requester ports (lower numbers win ties in the channel's scheduler).
 FETCH_PORT, LOAD_PORT, STORE_PORT = 0, 1, 2
@@ -48,6 +48,16 @@ def sram_clients(cfg: AccelConfig) -> tuple[tuple[str, ...], ...]:
     keep = (lambda n: True) if cfg.gemm_core else (lambda n: n not in GEMM_CLIENTS)
     return tuple(tuple(filter(keep, names))
                  for names in (SP_READ, SP_WRITE, ACC_READ, ACC_WRITE))
+
+
+def top_sram(cfg: AccelConfig, space: Space) -> Sram:
+    """The scratchpad (``Space.SP``) or accumulator of ``cfg``'s top level: its clients in
+    priority order (:func:`sram_clients`), ``SP_READ_PORT1`` / ``ACC_READ_PORT1`` on the
+    banks' second read port."""
+    sp_rd, sp_wr, acc_rd, acc_wr = sram_clients(cfg)
+    rd, wr, port1 = ((sp_rd, sp_wr, SP_READ_PORT1) if space is Space.SP
+                     else (acc_rd, acc_wr, ACC_READ_PORT1))
+    return Sram(cfg, space, rd, wr, second_read_port=[n for n in port1 if n in rd])
 
 
 def read_port(space: Space, client: str) -> int:
@@ -115,11 +125,8 @@ class Accelerator(wiring.Component):
         self.gemm = GemmCore(cfg) if cfg.gemm_core else None
         self.pim = PimUnit(cfg)
         self.vec = VectorUnit(cfg)
-        sp_rd, sp_wr, acc_rd, acc_wr = sram_clients(cfg)
-        self.sp = Sram(cfg, Space.SP, sp_rd, sp_wr,
-                       second_read_port=[n for n in SP_READ_PORT1 if n in sp_rd])
-        self.acc = Sram(cfg, Space.ACC, acc_rd, acc_wr,
-                        second_read_port=[n for n in ACC_READ_PORT1 if n in acc_rd])
+        self.sp = top_sram(cfg, Space.SP)
+        self.acc = top_sram(cfg, Space.ACC)
         self.dram = DramChannel(cfg, 3, image)
         self.host = Wishbone(cfg)
 

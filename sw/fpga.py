@@ -141,7 +141,6 @@ def design_units(cfg: AccelConfig) -> dict[str, Callable[[], object]]:
     from llmaccel.hw.vector_unit import VectorUnit  # noqa: PLC0415
     from llmaccel.hw.wishbone import Wishbone  # noqa: PLC0415
 
-    sp_rd, sp_wr, acc_rd, acc_wr = acc.sram_clients(cfg)
     units = {
         "controller": lambda: Controller(cfg),
         "dma_load": lambda: DmaLoad(cfg),
@@ -149,10 +148,8 @@ def design_units(cfg: AccelConfig) -> dict[str, Callable[[], object]]:
         "gemm_core": lambda: GemmCore(cfg),
         "pim_unit": lambda: PimUnit(cfg),
         "vector_unit": lambda: VectorUnit(cfg),
-        "sram_sp": lambda: acc.Sram(cfg, Space.SP, sp_rd, sp_wr, second_read_port=[
-            n for n in acc.SP_READ_PORT1 if n in sp_rd]),
-        "sram_acc": lambda: acc.Sram(cfg, Space.ACC, acc_rd, acc_wr, second_read_port=[
-            n for n in acc.ACC_READ_PORT1 if n in acc_rd]),
+        "sram_sp": lambda: acc.top_sram(cfg, Space.SP),
+        "sram_acc": lambda: acc.top_sram(cfg, Space.ACC),
         "dram_channel": lambda: DramChannel(cfg, 3),
         "wishbone": lambda: Wishbone(cfg),
         "uart_bridge": lambda: UartBridge(uart_divisor_default()),
