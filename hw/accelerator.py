@@ -20,7 +20,7 @@ from .vector_unit import VectorUnit
 from .wishbone import Wishbone, wishbone_signature
 
 __all__ = ["FETCH_PORT", "GEMM_CLIENTS", "LOAD_PORT", "STORE_PORT", "Accelerator", "read_port",
-           "sram_clients", "top_sram"]
+           "top_sram"]
 
 #: The channel's requester ports (lower numbers win ties in the channel's scheduler).
 FETCH_PORT, LOAD_PORT, STORE_PORT = 0, 1, 2
@@ -42,21 +42,15 @@ ACC_READ_PORT1 = ("vec2", "ctrl", "host")
 GEMM_CLIENTS = ("gemm_a", "gemm_b", "gemm")
 
 
-def sram_clients(cfg: AccelConfig) -> tuple[tuple[str, ...], ...]:
-    """``SP_READ``, ``SP_WRITE``, ``ACC_READ``, ``ACC_WRITE`` of ``cfg``'s SRAMs (without the
-    GEMM core's ports when it has none; the others keep their order and their read ports)."""
-    keep = (lambda n: True) if cfg.gemm_core else (lambda n: n not in GEMM_CLIENTS)
-    return tuple(tuple(filter(keep, names))
-                 for names in (SP_READ, SP_WRITE, ACC_READ, ACC_WRITE))
-
-
 def top_sram(cfg: AccelConfig, space: Space) -> Sram:
-    """The scratchpad (``Space.SP``) or accumulator of ``cfg``'s top level: its clients in
-    priority order (:func:`sram_clients`), ``SP_READ_PORT1`` / ``ACC_READ_PORT1`` on the
-    banks' second read port."""
-    sp_rd, sp_wr, acc_rd, acc_wr = sram_clients(cfg)
-    rd, wr, port1 = ((sp_rd, sp_wr, SP_READ_PORT1) if space is Space.SP
-                     else (acc_rd, acc_wr, ACC_READ_PORT1))
+    """The scratchpad (``Space.SP``) or accumulator of ``cfg``'s top level: the clients of
+    ``SP_READ``/``SP_WRITE`` or ``ACC_READ``/``ACC_WRITE`` in that priority order (without
+    the GEMM core's when it has none), ``SP_READ_PORT1`` / ``ACC_READ_PORT1`` on the banks'
+    second read port."""
+    rd, wr, port1 = ((SP_READ, SP_WRITE, SP_READ_PORT1) if space is Space.SP
+                     else (ACC_READ, ACC_WRITE, ACC_READ_PORT1))
+    if not cfg.gemm_core:
+        rd, wr = ([n for n in names if n not in GEMM_CLIENTS] for names in (rd, wr))
     return Sram(cfg, space, rd, wr, second_read_port=[n for n in port1 if n in rd])
 
 
