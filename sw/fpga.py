@@ -35,6 +35,7 @@ from pathlib import Path
 
 from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.errors import LlmaccelError
+from llmaccel.sw.floorplan import LFE5U_85F, EbrGrid, apply_floorplan
 
 __all__ = [
     "BOARDS",
@@ -70,6 +71,8 @@ class Board:
     reset_active_low: bool
     nextpnr_args: tuple[str, ...] = ()
     synth_cmd: str = ""
+    #: The device's block-RAM sites, for the floorplan (sw/floorplan.py); None: no floorplan.
+    ebr_grid: EbrGrid | None = None
     #: Resource capacity of the device, keyed like SynthResult.resources.
     capacity: dict = field(default_factory=dict)
 
@@ -79,7 +82,7 @@ BOARDS: dict[str, Board] = {
         name="ulx3s", target="ecp5", device="LFE5U-85F-6BG381C (ULX3S)",
         constraints="ulx3s.lpf", reset_active_low=False,
         nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6"),
-        synth_cmd="synth_ecp5",
+        synth_cmd="synth_ecp5", ebr_grid=LFE5U_85F,
         capacity={"lut4": 83640, "ff": 83640, "dsp": 156, "bram": 208}),
     "xilinx": Board(
         name="arty_a7", target="xilinx", device="XC7A100T-1CSG324C (Arty A7-100T)",
@@ -366,6 +369,7 @@ class SynthResult:
     placed: bool = False             # nextpnr placed and routed the design
     pnr_error: str = ""
     lut_mapper: str = ""             # ECP5: "abc9", or "abc" when ABC9 stopped (docs/fpga.md)
+    floorplan: str = ""              # ECP5: what the block-RAM floorplan pinned (sw/floorplan.py)
     seconds: dict = field(default_factory=dict)
     out_dir: str = ""
     command: str = ""
@@ -701,11 +705,13 @@ def _soft_multipliers(top: str) -> str:
 def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | None = None,
                pnr: bool = True, core_mhz: float | None = None, baud: int = 1_000_000,
                seed: int = 1, command: str = "", soft_wide_mul: bool = True,
-               pnr_args: tuple[str, ...] = (),
+               pnr_args: tuple[str, ...] = (), floorplan: bool = True,
                progress: Callable[[str], None] | None = None) -> SynthResult:
     """Synthesise the board top of ``cfg`` for ``target`` (``"ecp5"``: ULX3S, with nextpnr
     place-and-route unless ``pnr`` is false; ``"xilinx"``: Arty A7-100T, resources only).
     ``pnr_args`` go to nextpnr after the flow's own (e.g. ``("--router", "router2")``).
+    ``floorplan`` (ECP5) pins each DRAM bank's block RAMs to one block-RAM row before
+    placement (sw/floorplan.py).
 
     ``core_mhz`` (ECP5) makes the core clock with a PLL from the board's 25 MHz, so nextpnr
     works towards that frequency; without it the core runs on the board clock.
@@ -748,6 +754,10 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
         return res
 
     if npr is not None:
+        if floorplan and board.ebr_grid is not None:
+            plan = apply_floorplan(out / f"{BOARD_TOP_NAME}.json", board.ebr_grid)
+            res.floorplan = plan.summary()
+            say(res.floorplan)
         _nextpnr(res, out, [*npr, *board.nextpnr_args, "--json", f"{BOARD_TOP_NAME}.json",
                             "--lpf", lpf.name, "--textcfg", f"{BOARD_TOP_NAME}.config",
                             "--report", "report.json", "--timing-allow-fail",

@@ -44,6 +44,8 @@ def _table(r) -> str:
     if r.fmax_mhz is not None:
         rows.append(("Fmax (core clock)", f"{r.fmax_mhz:.1f} MHz (constraint "
                                           f"{r.target_mhz:.1f} MHz)"))
+    if r.floorplan:
+        rows.append(("floorplan", r.floorplan.removeprefix("floorplan: ")))
     if r.pnr_error:
         rows.append(("note", r.pnr_error))
     if r.lut_mapper == "abc":
@@ -106,6 +108,9 @@ def cmd_synth(args) -> int:
             raise LlmaccelError("--no-timing-driven changes nextpnr-ecp5's placement; it needs "
                                 "--target ecp5 without --no-pnr")
         pnr_args += ("--no-tmdriv",)
+    if args.no_floorplan and (args.target != "ecp5" or args.no_pnr or args.unit):
+        raise LlmaccelError("--no-floorplan leaves the whole design's block RAMs to nextpnr's "
+                            "placer; it needs --target ecp5 without --no-pnr or --unit")
     if args.core_mhz is not None and not args.unit and args.target == "ecp5":
         _check_pll(args.core_mhz)
     if args.unit:
@@ -115,7 +120,8 @@ def cmd_synth(args) -> int:
     else:
         r = synthesize(cfg, args.target, out_dir=args.output, pnr=not args.no_pnr,
                        core_mhz=args.core_mhz, seed=args.seed, command=cmd,
-                       soft_wide_mul=not args.dsp_all, pnr_args=pnr_args, progress=progress)
+                       soft_wide_mul=not args.dsp_all, pnr_args=pnr_args,
+                       floorplan=not args.no_floorplan, progress=progress)
     if args.json:
         print(json.dumps(r.as_json(), indent=2, default=str))
     else:
@@ -215,6 +221,10 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                    help="ECP5: place for wirelength alone (nextpnr --no-tmdriv); timing-driven "
                         "placement packs the critical paths tight, which congests the fpga "
                         "design's routing (docs/fpga.md)")
+    s.add_argument("--no-floorplan", action="store_true",
+                   help="ECP5: leave every block RAM to nextpnr's placer (default: each DRAM "
+                        "bank's block RAMs and its PIM engine's slot memory are pinned to one "
+                        "block-RAM row, sw/floorplan.py, docs/fpga.md)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_synth)
 
