@@ -50,7 +50,7 @@ verilog: setup
 
 synth: setup
 	$(BIN)/python -m pip install -q -e ".[dev,fpga]"
-	$(BIN)/llmaccel synth --target ecp5 --placer static --no-timing-driven
+	$(BIN)/llmaccel synth --target ecp5
 
 bench: setup
 	$(BIN)/llmaccel bench gemm

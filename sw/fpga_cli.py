@@ -103,10 +103,21 @@ def cmd_synth(args) -> int:
                                 f"ecp5 without --no-pnr")
         if value:
             pnr_args += (f"--{opt}", value)
-    if args.no_timing_driven:
-        if args.target != "ecp5" or args.no_pnr:
-            raise LlmaccelError("--no-timing-driven changes nextpnr-ecp5's placement; it needs "
-                                "--target ecp5 without --no-pnr")
+    for flag, on in (("--no-timing-driven", args.no_timing_driven),
+                     ("--timing-driven", args.timing_driven)):
+        if on and (args.target != "ecp5" or args.no_pnr):
+            raise LlmaccelError(f"{flag} changes nextpnr-ecp5's placement; it needs "
+                                f"--target ecp5 without --no-pnr")
+    if args.timing_driven and args.no_timing_driven:
+        raise LlmaccelError("--timing-driven and --no-timing-driven contradict each other")
+    if args.target == "ecp5" and not args.no_pnr and not args.unit:
+        # The whole design's defaults are the recipe that routes the fpga preset (docs/fpga.md,
+        # "Floorplan"): the static placer, placing for wirelength alone.
+        if args.placer is None:
+            pnr_args = ("--placer", "static", *pnr_args)
+        if not args.timing_driven:
+            pnr_args += ("--no-tmdriv",)
+    elif args.no_timing_driven:
         pnr_args += ("--no-tmdriv",)
     if args.no_floorplan and (args.target != "ecp5" or args.no_pnr or args.unit):
         raise LlmaccelError("--no-floorplan leaves the whole design's block RAMs to nextpnr's "
@@ -211,16 +222,19 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                         "gather products on DSP blocks, every other product in LUT logic)")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     s.add_argument("--placer", choices=("heap", "static"),
-                   help="ECP5: nextpnr's placer (default: nextpnr's, heap); static (the "
-                        "electrostatic placer) leaves the whole fpga design much less "
-                        "congested (docs/fpga.md)")
+                   help="ECP5: nextpnr's placer (default for the whole design: static, the "
+                        "electrostatic placer, which leaves the fpga design much less "
+                        "congested than HeAP; with --unit: nextpnr's, heap; docs/fpga.md)")
     s.add_argument("--router", choices=("router1", "router2"),
                    help="ECP5: nextpnr's router (default: nextpnr's, router1); router2 "
                         "negotiates congestion and copes better with a nearly full device")
     s.add_argument("--no-timing-driven", action="store_true",
-                   help="ECP5: place for wirelength alone (nextpnr --no-tmdriv); timing-driven "
-                        "placement packs the critical paths tight, which congests the fpga "
-                        "design's routing (docs/fpga.md)")
+                   help="ECP5 with --unit: place for wirelength alone (nextpnr --no-tmdriv; "
+                        "the whole design's default)")
+    s.add_argument("--timing-driven", action="store_true",
+                   help="ECP5, whole design: timing-driven placement (nextpnr's default), "
+                        "which packs the critical paths tight and congests the fpga design "
+                        "so that it does not route (docs/fpga.md)")
     s.add_argument("--no-floorplan", action="store_true",
                    help="ECP5: leave every block RAM to nextpnr's placer (default: each DRAM "
                         "bank's block RAMs and its PIM engine's slot memory are pinned to one "

@@ -339,7 +339,8 @@ def test_a_config_without_a_gemm_core_has_no_gemm_unit(capsys):
     assert "config 'fpga' has no GEMM core (gemm_core=False)" in err and "dram_channel" in err
 
 
-def test_no_timing_driven_passes_no_tmdriv_to_nextpnr(monkeypatch, capsys):
+def test_whole_design_defaults_to_the_static_placer_without_timing_weights(monkeypatch,
+                                                                         capsys):
     seen = {}
 
     def fake(cfg, target, **kw):
@@ -347,10 +348,18 @@ def test_no_timing_driven_passes_no_tmdriv_to_nextpnr(monkeypatch, capsys):
         raise LlmaccelError("stop here")
 
     monkeypatch.setattr(fpga, "synthesize", fake)
+    # The whole design's defaults: the static placer and no timing weights (the recipe that
+    # routes the fpga preset); --timing-driven and --placer override them.
+    assert main(["synth", "--config", "tiny", "--router", "router2"]) == 2
+    assert seen["pnr_args"] == ("--placer", "static", "--router", "router2", "--no-tmdriv")
     assert main(["synth", "--config", "tiny", "--router", "router2", "--no-timing-driven"]) == 2
-    assert seen["pnr_args"] == ("--router", "router2", "--no-tmdriv")
+    assert seen["pnr_args"] == ("--placer", "static", "--router", "router2", "--no-tmdriv")
+    assert main(["synth", "--config", "tiny", "--placer", "heap", "--timing-driven"]) == 2
+    assert seen["pnr_args"] == ("--placer", "heap")
     assert main(["synth", "--config", "tiny", "--no-pnr", "--no-timing-driven"]) == 2
     assert "--no-timing-driven changes nextpnr-ecp5's placement" in capsys.readouterr().err
+    assert main(["synth", "--config", "tiny", "--timing-driven", "--no-timing-driven"]) == 2
+    assert "contradict" in capsys.readouterr().err
 
 
 def test_synth_unit_needs_the_ecp5_target(capsys):
@@ -388,6 +397,9 @@ def test_synth_placer_and_router_reach_nextpnr(monkeypatch):
     assert main(["synth", "--config", "tiny", "--unit", "gemm_core", "--placer", "static",
                  "--router", "router2"]) == 2
     assert seen["pnr_args"] == ("--placer", "static", "--router", "router2")
+    # A unit keeps nextpnr's defaults (timing-driven HeAP) unless told otherwise.
+    assert main(["synth", "--config", "tiny", "--unit", "gemm_core", "--no-timing-driven"]) == 2
+    assert seen["pnr_args"] == ("--no-tmdriv",)
 
 
 def test_missing_yowasp_names_the_install(monkeypatch):
