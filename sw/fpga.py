@@ -486,8 +486,9 @@ def _nextpnr_report(path: Path) -> tuple[dict, dict]:
 
 
 def _critical_path(log: Path) -> list[str]:
-    """nextpnr's last critical-path report, up to its ``Max frequency`` line, without the
-    ``Defined in:`` source references nextpnr adds to many of its sinks."""
+    """nextpnr's last critical-path report for a clock, up to the end of that report (not the
+    cross-domain reports to and from the pins that follow it), without the ``Defined in:``
+    source references nextpnr adds to many of its sinks."""
     lines = log.read_text(errors="replace").splitlines()
     start = None
     for i, ln in enumerate(lines):
@@ -496,12 +497,14 @@ def _critical_path(log: Path) -> list[str]:
     if start is None:
         return []
     out = []
-    for ln in lines[start:]:
+    for k, ln in enumerate(lines[start:]):
+        if k and ("Critical path report" in ln or "Max frequency" in ln):
+            break
         text = ln[6:].rstrip()
         if ln.startswith("Info:") and text.strip() != "Defined in:" \
                 and not text.lstrip().startswith("/"):
             out.append(text)
-        if "Max frequency" in ln or (ln.strip() == "Info:" and len(out) > 3):
+        if not ln.strip() and len(out) > 3:
             break
     return out
 

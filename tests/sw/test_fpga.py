@@ -528,3 +528,32 @@ def test_ecp5_board_top_puts_the_reset_on_a_global_network(tmp_path):
     # The others: the power-on counter and the button synchroniser (not in the core's
     # domain) and a few bridge registers whose reset Yosys merges with their load condition.
     assert on_global > 300 and on_global >= 0.95 * len(lsr), (on_global, len(lsr))
+
+
+def test_critical_path_is_the_clocks_not_the_pin_paths_after_it(tmp_path):
+    # nextpnr prints the clock's report, then cross-domain reports to and from the pins; the
+    # flow reports the clock's (it used to run on into the last pin path).
+    log = tmp_path / "nextpnr.log"
+    log.write_text("\n".join([
+        "Info: Critical path report for clock 'early' (posedge -> posedge):",
+        "Info:   clk-to-q  0.52  0.52 Source stale.Q",
+        "",
+        "Info: Critical path report for clock 'clk' (posedge -> posedge):",
+        "Info:       type curr  total name",
+        "Info:   clk-to-q  0.52  0.52 Source accel.load.bw_q.Q",
+        "Info:    routing  1.14  1.66 Net accel.load.bw_q[8] (20,35) -> (18,35)",
+        "Info:                          Sink accel.load.x.B",
+        "Info:                               /share/lattice/cells_map_trellis.v:108.23-108.24",
+        "Info:      setup  0.00  34.55 Source accel.load.acc_wr.DI",
+        "Info: 4.88 ns logic, 29.66 ns routing",
+        "",
+        "Info: Critical path report for cross-domain path 'posedge clk' -> '<async>':",
+        "Info:   clk-to-q  0.52  0.52 Source bridge.fsm_state.Q",
+        "Info: 0.76 ns logic, 10.26 ns routing",
+        "",
+        "Info: Max frequency for clock 'clk': 28.95 MHz (PASS at 25.00 MHz)",
+    ]))
+    path = fpga._critical_path(log)
+    assert path[0].startswith("Critical path report for clock 'clk'")
+    assert path[-1] == "4.88 ns logic, 29.66 ns routing"
+    assert not any("bridge" in ln or "/share/" in ln for ln in path)
