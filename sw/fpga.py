@@ -708,13 +708,17 @@ def _soft_multipliers(top: str) -> str:
 def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | None = None,
                pnr: bool = True, core_mhz: float | None = None, baud: int = 1_000_000,
                seed: int = 1, command: str = "", soft_wide_mul: bool = True,
+               placer: str | None = "static", timing_driven: bool = False,
                pnr_args: tuple[str, ...] = (), floorplan: bool = True,
                progress: Callable[[str], None] | None = None) -> SynthResult:
     """Synthesise the board top of ``cfg`` for ``target`` (``"ecp5"``: ULX3S, with nextpnr
     place-and-route unless ``pnr`` is false; ``"xilinx"``: Arty A7-100T, resources only).
-    ``pnr_args`` go to nextpnr after the flow's own (e.g. ``("--router", "router2")``).
-    ``floorplan`` (ECP5) pins each DRAM bank's block RAMs to one block-RAM row before
-    placement (sw/floorplan.py).
+
+    The ECP5 defaults are the recipe that routes the whole ``fpga`` design (docs/fpga.md,
+    "Floorplan"): ``floorplan`` pins each DRAM bank's block RAMs to one block-RAM row before
+    placement (sw/floorplan.py), and nextpnr places with ``placer`` (None: nextpnr's default,
+    HeAP) for wirelength alone unless ``timing_driven``. ``pnr_args`` go to nextpnr after
+    those (e.g. ``("--router", "router2")``).
 
     ``core_mhz`` (ECP5) makes the core clock with a PLL from the board's 25 MHz, so nextpnr
     works towards that frequency; without it the core runs on the board clock.
@@ -764,7 +768,9 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
         _nextpnr(res, out, [*npr, *board.nextpnr_args, "--json", f"{BOARD_TOP_NAME}.json",
                             "--lpf", lpf.name, "--textcfg", f"{BOARD_TOP_NAME}.config",
                             "--report", "report.json", "--timing-allow-fail",
-                            "--seed", str(seed), *pnr_args], say)
+                            "--seed", str(seed),
+                            *(("--placer", placer) if placer else ()),
+                            *(() if timing_driven else ("--no-tmdriv",)), *pnr_args], say)
     netlist = out / f"{BOARD_TOP_NAME}.json"
     if target == "ecp5" and not res.placed and netlist.exists():
         say("estimating the netlist's deepest paths (nextpnr names the critical path only "

@@ -96,13 +96,10 @@ def cmd_synth(args) -> int:
                             f"--target ecp5, not {args.target}")
     if args.unit and args.no_pnr:
         raise LlmaccelError("--unit always places and routes; leave out --no-pnr")
-    pnr_args: tuple[str, ...] = ()
     for opt, value in (("placer", args.placer), ("router", args.router)):
         if value and (args.target != "ecp5" or args.no_pnr):
             raise LlmaccelError(f"--{opt} chooses nextpnr-ecp5's {opt}; it needs --target "
                                 f"ecp5 without --no-pnr")
-        if value:
-            pnr_args += (f"--{opt}", value)
     for flag, on in (("--no-timing-driven", args.no_timing_driven),
                      ("--timing-driven", args.timing_driven)):
         if on and (args.target != "ecp5" or args.no_pnr):
@@ -110,28 +107,24 @@ def cmd_synth(args) -> int:
                                 f"--target ecp5 without --no-pnr")
     if args.timing_driven and args.no_timing_driven:
         raise LlmaccelError("--timing-driven and --no-timing-driven contradict each other")
-    if args.target == "ecp5" and not args.no_pnr and not args.unit:
-        # The whole design's defaults are the recipe that routes the fpga preset (docs/fpga.md,
-        # "Floorplan"): the static placer, placing for wirelength alone.
-        if args.placer is None:
-            pnr_args = ("--placer", "static", *pnr_args)
-        if not args.timing_driven:
-            pnr_args += ("--no-tmdriv",)
-    elif args.no_timing_driven:
-        pnr_args += ("--no-tmdriv",)
+    router: tuple[str, ...] = ("--router", args.router) if args.router else ()
     if args.no_floorplan and (args.target != "ecp5" or args.no_pnr or args.unit):
         raise LlmaccelError("--no-floorplan leaves the whole design's block RAMs to nextpnr's "
                             "placer; it needs --target ecp5 without --no-pnr or --unit")
     if args.core_mhz is not None and not args.unit and args.target == "ecp5":
         _check_pll(args.core_mhz)
     if args.unit:
+        # A unit keeps nextpnr's own placement defaults (timing-driven HeAP).
+        pnr_args = ((("--placer", args.placer) if args.placer else ()) + router
+                    + (("--no-tmdriv",) if args.no_timing_driven else ()))
         r = place_route_unit(cfg, args.unit, args.output, mhz=args.core_mhz or 100.0,
                              seed=args.seed, command=cmd, soft_wide_mul=not args.dsp_all,
                              pnr_args=pnr_args, progress=progress)
     else:
         r = synthesize(cfg, args.target, out_dir=args.output, pnr=not args.no_pnr,
                        core_mhz=args.core_mhz, seed=args.seed, command=cmd,
-                       soft_wide_mul=not args.dsp_all, pnr_args=pnr_args,
+                       soft_wide_mul=not args.dsp_all, placer=args.placer or "static",
+                       timing_driven=args.timing_driven, pnr_args=router,
                        floorplan=not args.no_floorplan, progress=progress)
     if args.json:
         print(json.dumps(r.as_json(), indent=2, default=str))

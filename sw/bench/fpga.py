@@ -1,8 +1,8 @@
 """FPGA benchmark: ECP5 place-and-route of a config and decode tokens/s on the board.
 
 ``llmaccel bench fpga [--config fpga] [--core-mhz F] [--backend golden|verilator]`` runs
-``llmaccel synth --target ecp5 --placer static --no-timing-driven`` (the recipe that routes the
-whole ``fpga`` design, docs/fpga.md; about 40 minutes, the fpga extra must be installed), then
+``llmaccel synth --target ecp5`` (whose defaults route the whole ``fpga`` design, docs/fpga.md;
+about 40 minutes, the fpga extra must be installed), then
 generates a few tokens of the tiny GPT compiled with PIM-only prefill on ``--backend`` to
 measure decode cycles per token, and reports tokens/s = Fmax / cycles per token. Without a
 routed design the tokens/s are given at the board's 25 MHz clock instead.
@@ -37,8 +37,7 @@ def run(args: argparse.Namespace) -> dict:
     cfg = preset(args.config)
     out: dict = {"config": cfg.name}
     if not args.no_synth:
-        r = synthesize(cfg, "ecp5", core_mhz=args.core_mhz,
-                       pnr_args=("--placer", "static", "--no-tmdriv"))
+        r = synthesize(cfg, "ecp5", core_mhz=args.core_mhz)
         out["synth"] = r.as_json()
     _params, q = load_model()
     compiled = CompiledGPT.fitting(q, cfg, prefill_mode="pim")

@@ -17,6 +17,7 @@ from llmaccel.hw.config import preset
 from llmaccel.hw.errors import LlmaccelError
 from llmaccel.sw import fpga
 from llmaccel.sw.cli import main
+from llmaccel.sw.floorplan import Floorplan
 
 TINY = preset("tiny")
 UNITS = ["top", "controller", "dma_load", "dma_store", "gemm_core", "pim_unit",
@@ -350,12 +351,13 @@ def test_whole_design_defaults_to_the_static_placer_without_timing_weights(monke
     monkeypatch.setattr(fpga, "synthesize", fake)
     # The whole design's defaults: the static placer and no timing weights (the recipe that
     # routes the fpga preset); --timing-driven and --placer override them.
+    recipe = {"placer": "static", "timing_driven": False, "pnr_args": ("--router", "router2")}
     assert main(["synth", "--config", "tiny", "--router", "router2"]) == 2
-    assert seen["pnr_args"] == ("--placer", "static", "--router", "router2", "--no-tmdriv")
+    assert {k: seen[k] for k in recipe} == recipe
     assert main(["synth", "--config", "tiny", "--router", "router2", "--no-timing-driven"]) == 2
-    assert seen["pnr_args"] == ("--placer", "static", "--router", "router2", "--no-tmdriv")
+    assert {k: seen[k] for k in recipe} == recipe
     assert main(["synth", "--config", "tiny", "--placer", "heap", "--timing-driven"]) == 2
-    assert seen["pnr_args"] == ("--placer", "heap")
+    assert (seen["placer"], seen["timing_driven"], seen["pnr_args"]) == ("heap", True, ())
     assert main(["synth", "--config", "tiny", "--no-pnr", "--no-timing-driven"]) == 2
     assert "--no-timing-driven changes nextpnr-ecp5's placement" in capsys.readouterr().err
     assert main(["synth", "--config", "tiny", "--timing-driven", "--no-timing-driven"]) == 2
@@ -557,3 +559,36 @@ def test_critical_path_is_the_clocks_not_the_pin_paths_after_it(tmp_path):
     assert path[0].startswith("Critical path report for clock 'clk'")
     assert path[-1] == "4.88 ns logic, 29.66 ns routing"
     assert not any("bridge" in ln or "/share/" in ln for ln in path)
+
+
+class _Wire(wiring.Component):
+    """A stand-in board top: elaborating the real one is not what this test is about."""
+
+    def __init__(self):
+        super().__init__({"a": In(1), "y": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.y.eq(self.a)
+        return m
+
+
+def test_synthesize_places_the_whole_design_with_the_routing_recipe(tmp_path, monkeypatch):
+    # The ECP5 flow's defaults: floorplan, static placer, no timing weights, then pnr_args.
+    calls = []
+    monkeypatch.setattr(fpga, "yosys_cmd", lambda: ["yosys"])
+    monkeypatch.setattr(fpga, "nextpnr_ecp5_cmd", lambda: ["nextpnr-ecp5"])
+    monkeypatch.setattr(fpga, "_yosys_synth", lambda res, *a, **k: res.resources.update(
+        lut4=1, ff=1, dsp=0, bram=0) or True)
+    monkeypatch.setattr(fpga, "apply_floorplan", lambda path, grid: calls.append("floorplan")
+                        or Floorplan(reason="test"))
+    monkeypatch.setattr(fpga, "_nextpnr", lambda res, out, args, say: calls.append(args))
+    monkeypatch.setattr(fpga, "deep_paths", lambda *a, **k: [])
+    monkeypatch.setattr(fpga, "_board_top", lambda *a, **k: _Wire())
+    fpga.synthesize(TINY, "ecp5", out_dir=tmp_path / "a", pnr_args=("--router", "router2"))
+    assert calls[0] == "floorplan"
+    assert calls[1][-5:] == ["--placer", "static", "--no-tmdriv", "--router", "router2"]
+    calls.clear()
+    fpga.synthesize(TINY, "ecp5", out_dir=tmp_path / "b", placer=None, timing_driven=True,
+                    floorplan=False)
+    assert len(calls) == 1 and calls[0][-2:] == ["--seed", "1"]
