@@ -123,7 +123,8 @@ def cmd_synth(args) -> int:
     else:
         r = synthesize(cfg, args.target, out_dir=args.output, pnr=not args.no_pnr,
                        core_mhz=args.core_mhz, seed=args.seed, command=cmd,
-                       soft_wide_mul=not args.dsp_all, placer=args.placer or "static",
+                       soft_wide_mul=not args.dsp_all,
+                       **({"placer": args.placer} if args.placer else {}),
                        timing_driven=args.timing_driven, pnr_args=router,
                        floorplan=not args.no_floorplan, progress=progress)
     if args.json:
@@ -219,8 +220,8 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                         "electrostatic placer, which leaves the fpga design much less "
                         "congested than HeAP; with --unit: nextpnr's, heap; docs/fpga.md)")
     s.add_argument("--router", choices=("router1", "router2"),
-                   help="ECP5: nextpnr's router (default: nextpnr's, router1); router2 "
-                        "negotiates congestion and copes better with a nearly full device")
+                   help="ECP5: nextpnr's router (default: nextpnr's, router1, which routes "
+                        "the whole fpga design; router2 stalls on it, docs/fpga.md)")
     s.add_argument("--no-timing-driven", action="store_true",
                    help="ECP5 with --unit: place for wirelength alone (nextpnr --no-tmdriv; "
                         "the whole design's default)")

@@ -351,11 +351,12 @@ def test_whole_design_defaults_to_the_static_placer_without_timing_weights(monke
     monkeypatch.setattr(fpga, "synthesize", fake)
     # The whole design's defaults: the static placer and no timing weights (the recipe that
     # routes the fpga preset); --timing-driven and --placer override them.
-    recipe = {"placer": "static", "timing_driven": False, "pnr_args": ("--router", "router2")}
+    # (synthesize's own placer default, "static", applies unless --placer is given.)
+    recipe = {"timing_driven": False, "pnr_args": ("--router", "router2")}
     assert main(["synth", "--config", "tiny", "--router", "router2"]) == 2
-    assert {k: seen[k] for k in recipe} == recipe
+    assert {k: seen[k] for k in recipe} == recipe and "placer" not in seen
     assert main(["synth", "--config", "tiny", "--router", "router2", "--no-timing-driven"]) == 2
-    assert {k: seen[k] for k in recipe} == recipe
+    assert {k: seen[k] for k in recipe} == recipe and "placer" not in seen
     assert main(["synth", "--config", "tiny", "--placer", "heap", "--timing-driven"]) == 2
     assert (seen["placer"], seen["timing_driven"], seen["pnr_args"]) == ("heap", True, ())
     assert main(["synth", "--config", "tiny", "--no-pnr", "--no-timing-driven"]) == 2
