@@ -175,22 +175,45 @@ class DmaLoad(wiring.Component):
         bw_left = Signal(16)
         # Values of the current row and beat the walker keeps in registers, computed when it
         # moves to a row or beat rather than in the cycle the beat is decided (FPGA timing;
-        # the cycles are the same): the row's first and last SRAM row, the lanes of its first
-        # and last element, its last column, and request index minus first column (j0c).
-        bw_qf = Signal(signed(_SBITS))
+        # the cycles are the same): the row's last SRAM row, the lanes of its first and last
+        # element, its last column, and request index minus first column (j0c).
         bw_qe = Signal(signed(_SBITS))
         bw_l0 = Signal(lw)
         bw_lend = Signal(lw)
         bw_c1 = Signal(signed(_ABITS - 5))
         bw_j0c = Signal(signed(_IBITS + 2))
-        bw_row = (bw_qf, bw_qe, bw_l0, bw_lend, bw_c1, bw_j0c)
+        bw_row = (bw_qe, bw_l0, bw_lend, bw_c1, bw_j0c)
         bw_hicol = Signal(signed(_ABITS - 5))  # the beat's last column (if not the row's last)
+        # The current beat's own values, also computed when the walker moves (FPGA timing: the
+        # byte shifter's position then comes from registers through one small adder): whether
+        # it is the row's first / last beat, its first request index plus K (``jlk``) and the
+        # byte position of its lane 0 in the oldest column, plus the padding (``off``).
+        first = Signal()
+        last = Signal()
+        jlk = Signal(signed(_IBITS + 3))
+        off = Signal(range(P + _COL))
 
         def beat_row(a, b, c1, j0, length):
             """The ``bw_row`` values of a row at DRAM byte ``a``, SRAM element ``b``, last
             column ``c1``, first request index ``j0``, ``length`` elements."""
             end = b + length - 1
-            return b >> lw, end >> lw, b[:lw], end[:lw], c1, j0 - (a >> 5)
+            return end >> lw, b[:lw], end[:lw], c1, j0 - (a >> 5)
+
+        def single_beat(b, length):
+            """Whether a row at SRAM element ``b`` of ``length`` elements is one SRAM row."""
+            return (b >> lw) == ((b + length - 1) >> lw)
+
+        def first_beat(a, l0, j0, bcast_, ls_, last_):
+            """The beat registers for the first beat of a row at DRAM byte ``a`` whose first
+            element is in lane ``l0`` and whose first column has request index ``j0``."""
+            lane0 = Mux(bcast_, a[:5], a[:5] - (l0 << ls_))
+            return [first.eq(1), last.eq(last_), jlk.eq(j0 + K), off.eq(lane0 + P)]
+
+        def next_beat(base, last_):
+            """The beat registers for the next beat of the current row, lane 0 at ``base``."""
+            jl = Mux(bcast, bw_j0, bw_j0c + (base >> 5))
+            lane0 = Mux(bcast, bw_a[:5], base[:5])
+            return [first.eq(0), last.eq(last_), jlk.eq(jl + K), off.eq(lane0 + P)]
 
         def beat_hicol(base, nbytes, tag):
             """Last DRAM column of a beat whose lane 0 is at ``base`` and spans ``nbytes``."""
@@ -206,7 +229,7 @@ class DmaLoad(wiring.Component):
         # blocks, which it only runs when an input changes.
         def launch(src, base, tag):
             """Start both walkers on row 0 of ``src`` with DRAM base ``base``."""
-            s_acc, s_ls, _, _, s_span = geometry(src)
+            s_acc, s_ls, s_bcast, _, s_span = geometry(src)
             a = Signal(signed(_ABITS), name=f"launch_{tag}_a")
             b = Signal(signed(_SBITS), name=f"launch_{tag}_b")
             c1 = Signal(signed(_ABITS - 5), name=f"launch_{tag}_c1")
@@ -215,16 +238,17 @@ class DmaLoad(wiring.Component):
                          base_q.eq(a - (b[:lw] << s_ls))]
             row = beat_row(a, b, c1, 0, src.len)
             hicol = beat_hicol(base_q, Mux(s_acc, B_acc, W), f"launch_{tag}")
-            return a, b, c1, base_q, src.rows, row, hicol
+            beat = first_beat(a, b[:lw], 0, s_bcast, s_ls, single_beat(b, src.len))
+            return a, b, c1, base_q, src.rows, row, hicol, beat
 
         def start(values):
-            a, b, c1, base_q, rows, row, hicol = values
+            a, b, c1, base_q, rows, row, hicol, beat = values
             m.d.sync += [
                 rw_active.eq(1), rw_a.eq(a), rw_col.eq(a >> 5), rw_c1.eq(c1),
                 rw_left.eq(rows), rw_last_valid.eq(0),
                 bw_active.eq(1), bw_a.eq(a), bw_b.eq(b), bw_q.eq(b >> lw), bw_base.eq(base_q),
                 bw_j0.eq(0), bw_left.eq(rows), nloads.eq(0), bw_hicol.eq(hicol),
-                *[reg.eq(val) for reg, val in zip(bw_row, row, strict=True)],
+                *[reg.eq(val) for reg, val in zip(bw_row, row, strict=True)], *beat,
             ]
 
         def empty(src):
@@ -319,43 +343,34 @@ class DmaLoad(wiring.Component):
         # ---------------------------------------------------------------------------------
         # Beat walker: one (row, SRAM row) pair per cycle once its columns are in the window.
         c0 = Signal(signed(_ABITS - 5))        # the row's first column
-        first = Signal()                       # the beat is the row's first / last
-        last = Signal()
-        m.d.comb += [
-            c0.eq(bw_a >> 5),
-            first.eq(bw_q == bw_qf),
-            last.eq(bw_q == bw_qe),
-        ]
+        m.d.comb += c0.eq(bw_a >> 5)
         l0 = bw_l0
         lend = bw_lend
         # Requests (window columns) the beat needs: from the column of its first byte (the
-        # row's first column in its first beat) to that of its last (the row's last column in
-        # its last beat); a broadcast row needs the columns of its one element.
-        jl = Signal(signed(_IBITS + 2))
+        # row's first column in its first beat; ``jlk`` - K, a register) to that of its last
+        # (the row's last column in its last beat); a broadcast row needs the columns of its
+        # one element.
         jh = Signal(signed(_IBITS + 2))
-        m.d.comb += [
-            jl.eq(Mux(bcast | first, bw_j0, bw_j0c + (bw_base >> 5))),
-            jh.eq(bw_j0c + Mux(bcast | last, bw_c1, bw_hicol)),
-        ]
+        m.d.comb += jh.eq(bw_j0c + Mux(bcast | last, bw_c1, bw_hicol))
 
         # The window: win[K-1] is the newest column (request nloads-1), win[0] the oldest.
         win = [Signal(8 * _COL, name=f"win{i}") for i in range(K)]
         pop = Signal()
-        m.d.comb += pop.eq(bw_active & rsp_fifo.r_rdy & (nloads < jl + K))
+        m.d.comb += pop.eq(bw_active & rsp_fifo.r_rdy & (nloads < jlk))
         m.d.comb += rsp_fifo.r_en.eq(pop)
         with m.If(pop):
             m.d.sync += [win[i].eq(win[i + 1]) for i in range(K - 1)]
             m.d.sync += [win[K - 1].eq(rsp_fifo.r_data), nloads.eq(nloads + 1)]
         m.d.sync += inflight.eq(inflight + req_hs - pop)
 
+        # The beat's first column is window slot jl - (nloads - K), in 0 .. K-1 when it is
+        # emitted, so the slot's low bits suffice; its bytes start ``off`` - P bytes into it.
         emit = Signal()
-        slot = Signal(range(K))
-        m.d.comb += [emit.eq(bw_active & (jh < nloads)), slot.eq(jl + K - nloads)]
-        lane0 = Signal(signed(10))              # byte position of lane 0 within the column
-        m.d.comb += lane0.eq(Mux(bcast, bw_a[:5],
-                                 Mux(first, bw_a[:5] - (l0 << ls), bw_base[:5])))
+        nsl = max(1, (K - 1).bit_length())
+        slot = Signal(nsl)
+        m.d.comb += [emit.eq(bw_active & (jh < nloads)), slot.eq(jlk[:nsl] - nloads[:nsl])]
         pos = Signal(range(P + _COL * K + 1))
-        m.d.comb += pos.eq(slot * _COL + lane0 + P)
+        m.d.comb += pos.eq(Cat(off[:5], slot + off[5:]))
         padded = Cat(Const(0, 8 * P), *win)
         cut = select_bytes(m, padded, pos, B_acc, name="cut")
         beat = Signal(8 * B_acc)
@@ -395,9 +410,10 @@ class DmaLoad(wiring.Component):
                         bw_left.eq(bw_left - 1),
                         *[reg.eq(val) for reg, val in zip(
                             bw_row, beat_row(a_n, b_n, c1_n, j0_n, ins.len), strict=True)],
+                        *first_beat(a_n, b_n[:lw], j0_n, bcast, ls, single_beat(b_n, ins.len)),
                     ]
             with m.Else():
-                m.d.sync += bw_q.eq(bw_q + 1)
+                m.d.sync += [bw_q.eq(bw_q + 1), *next_beat(base_n, bw_q + 1 == bw_qe)]
 
         m.d.comb += [
             self.sp_wr.addr.eq(s1_addr),
