@@ -244,7 +244,12 @@ class PimUnit(wiring.Component):
         cur_mask = Signal(CB)
         m.d.comb += [cur_data.eq(Mux(staged, stage_data, 0) & ~lo_bytes | win_data[:8 * CB]),
                      cur_mask.eq(Mux(staged, stage_mask, 0) | lo_mask)]
-        gbw = self.pim.gb_wr
+        # The chunk write is registered on its way to the banks' replicas (FPGA timing: the
+        # engines sit by their banks, across the device), so a chunk lands a cycle after this
+        # walk decides it; a MAC reads the buffer three cycles after the walk's done at the
+        # earliest (mac_go, the engine's pending slot, its current one).
+        gbw = Signal.like(self.pim.gb_wr)
+        m.d.sync += self.pim.gb_wr.eq(gbw)
         with m.If(start):
             m.d.sync += staged.eq(0)
         with m.If(p1_valid & ~is_read):
