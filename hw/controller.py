@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.hdl import ResetInserter
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AccelConfig
 from .dram_bank import DramCmd
 from .dram_channel import cmd_layout, mac_layout
-from .instr_checker import WORK_BITS, InstrChecker
+from .instr_checker import WORK_BITS, InstrChecker, product_operands
 from .isa import (
     INSTR_BITS,
     INSTR_BYTES,
@@ -218,12 +218,17 @@ class Controller(wiring.Component):
         ]
         m.d.sync += req_hold.eq(req.valid & ~req.ready)
 
-        # The checker's first stage decodes and multiplies the head word in one cycle, so the
-        # head comes from a register rather than a LUT RAM read (same cycles as SyncFIFO).
+        # The checker's first stage multiplies operands of the head word, so the head comes
+        # from a register rather than a LUT RAM read (same cycles as SyncFIFO), and the
+        # operands are decoded as the word enters the FIFO and kept beside it: the first stage
+        # is then the multipliers alone (FPGA timing).
+        ops_in = product_operands(m, cfg, rsp.payload.as_value(), name="fetch_ops")
+        ops_bits = len(ops_in.as_value())
         m.submodules.fetch_fifo = ffifo = ResetInserter(start)(
-            RegisteredFIFO(width=INSTR_BITS, depth=FETCH_DEPTH))
+            RegisteredFIFO(width=INSTR_BITS + ops_bits, depth=FETCH_DEPTH))
         keep = rsp.valid & (discard == 0)
-        m.d.comb += [ffifo.w_en.eq(keep), ffifo.w_data.eq(rsp.payload.as_value())]
+        m.d.comb += [ffifo.w_en.eq(keep),
+                     ffifo.w_data.eq(Cat(rsp.payload.as_value(), ops_in.as_value()))]
         rsp_hdr = Header(rsp.payload.as_value()[:11])
         with m.If(start):
             m.d.sync += halt_seen.eq(0)
@@ -241,7 +246,9 @@ class Controller(wiring.Component):
         m.submodules.checker = chk = InstrChecker(cfg)
         cpc = Signal(33)           # PC of the FIFO head
         pop = chk.i.valid & chk.i.ready
-        m.d.comb += [chk.i.valid.eq(ffifo.r_rdy), chk.i.payload.word.eq(ffifo.r_data),
+        m.d.comb += [chk.i.valid.eq(ffifo.r_rdy),
+                     chk.i.payload.word.eq(ffifo.r_data[:INSTR_BITS]),
+                     chk.i.payload.ops.eq(ffifo.r_data[INSTR_BITS:]),
                      chk.i.payload.pc.eq(cpc), ffifo.r_en.eq(chk.i.ready),
                      chk.i_flush.eq(start)]
         with m.If(start):

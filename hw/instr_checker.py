@@ -27,7 +27,8 @@ from .isa import (
     reserved_mask,
 )
 
-__all__ = ["CHECK_LATENCY", "WORK_BITS", "InstrChecker", "checked_layout", "word_layout"]
+__all__ = ["CHECK_LATENCY", "WORK_BITS", "InstrChecker", "checked_layout", "operand_layout",
+           "product_operands", "word_layout"]
 
 #: Cycles from the input transfer to the verdict at the output (two registered stages).
 CHECK_LATENCY = 2
@@ -38,9 +39,22 @@ _ELEMENTWISE = (Opcode.VADD, Opcode.VSUB, Opcode.VMUL, Opcode.VMAX, Opcode.VMIN)
 _REDUCTIONS = (Opcode.VREDSUM, Opcode.VREDMAX, Opcode.VARGMAX)
 
 
+def operand_layout() -> data.StructLayout:
+    """The operands of a word's stage-1 products (:func:`product_operands`): three counts
+    ``c*`` (a row count minus one, or a PIM_MAC's ``kc``) times three strides ``x*``, and the
+    two factors ``wa``, ``wb`` of the work count."""
+    return data.StructLayout({
+        "ca": signed(18), "cb": signed(18), "cc": signed(18),
+        "xa": signed(34), "xb": signed(34), "xc": signed(34),
+        "wa": unsigned(17), "wb": unsigned(17)})
+
+
 def word_layout() -> data.StructLayout:
-    """An instruction word and the DRAM byte address it was fetched from."""
-    return data.StructLayout({"word": unsigned(INSTR_BITS), "pc": unsigned(33)})
+    """An instruction word, the DRAM byte address it was fetched from, and its product
+    operands (:func:`product_operands` of the word), which the controller computes as the word
+    enters its fetch FIFO so that the checker's first stage starts at the multipliers."""
+    return data.StructLayout({"word": unsigned(INSTR_BITS), "pc": unsigned(33),
+                              "ops": operand_layout()})
 
 
 def checked_layout() -> data.StructLayout:
@@ -70,6 +84,51 @@ def _first(conds):
         out = Mux(cond, code, out)
     return out
 
+def product_operands(m: Module, cfg: AccelConfig, word, *, name: str = "ops") -> data.View:
+    """The operands of ``word``'s stage-1 products (:func:`operand_layout`), as combinational
+    logic in ``m``: which counts and strides a format multiplies, decoded from its opcode.
+
+    The controller computes them as a word enters its fetch FIFO and keeps them beside it, so
+    that the checker's first stage is the multipliers alone (FPGA timing; the cycles are the
+    same). A word's operands are the same wherever they are computed."""
+    lr = (cfg.array_rows - 1).bit_length()
+    lc = (cfg.array_cols - 1).bit_length()
+    op0 = _view(Header, word).opcode
+    dma0, gemm0 = _view(DmaInstr, word), _view(GemmInstr, word)
+    pim0, vec0 = _view(PimInstr, word), _view(VecInstr, word)
+    ops = Signal(operand_layout(), name=name)
+    is_dma0 = (op0 == Opcode.DMA_LOAD) | (op0 == Opcode.DMA_GATHER) | \
+        (op0 == Opcode.DMA_STORE)
+    # Without a GEMM core (cfg.gemm_core) GEMM is illegal: its operands need no products.
+    is_gemm0 = (op0 == Opcode.GEMM) if cfg.gemm_core else 0
+    is_mac0 = op0 == Opcode.PIM_MAC
+    is_red0 = 0
+    for opc in _REDUCTIONS:
+        is_red0 = is_red0 | (op0 == opc)
+    rows_m1 = vec0.rows - 1                 # wraps for rows = 0, which needs no range
+    dma_m1 = dma0.rows - 1
+    mb_m1 = (gemm0.m - 1) >> lr if lr else gemm0.m - 1
+    nb_m1 = (gemm0.n - 1) >> lc if lc else gemm0.n - 1
+
+    def pick(dma_v, gemm_v, mac_v, vec_v):
+        # Expressions, not m.If: Icarus evaluates continuous assignments at time 0.
+        return Mux(is_dma0, dma_v, Mux(is_gemm0, gemm_v, Mux(is_mac0, mac_v, vec_v)))
+
+    # (count − 1)·stride products; the count and stride operands depend on the format.
+    m.d.comb += [
+        ops.ca.eq(pick(dma_m1, mb_m1, pim0.kc, rows_m1)),
+        ops.xa.eq(pick(dma0.dram_stride, gemm0.a_stride, cfg.pim_slots - pim0.slot,
+                       vec0.src1.stride)),
+        # A reduction writes one row: its destination needs no (rows − 1)·stride product.
+        ops.cb.eq(pick(dma_m1, nb_m1, 0, Mux(is_red0, 0, rows_m1))),
+        ops.xb.eq(pick(dma0.sram_stride, gemm0.b_stride, 0, vec0.dst.stride)),
+        ops.cc.eq(pick(0, mb_m1, 0, rows_m1)),
+        ops.xc.eq(pick(0, gemm0.c_stride, 0, vec0.src2.stride)),
+        ops.wa.eq(pick(dma0.rows, gemm0.m, 0, 0)),
+        ops.wb.eq(pick(Mux(dma0.bcast & (op0 == Opcode.DMA_LOAD), 1, dma0.len), gemm0.n, 0, 0)),
+    ]
+    return ops
+
 
 class InstrChecker(wiring.Component):
     """Checks instruction words as the golden model does; a two-stage pipeline.
@@ -86,7 +145,9 @@ class InstrChecker(wiring.Component):
     Ports
     -----
     i : In(stream.Signature(word_layout()))
-        Words to check. ``ready`` is high when stage 1 is empty or moves on.
+        Words to check, each with its :func:`product_operands` (the controller decodes them
+        as the word enters its fetch FIFO). ``ready`` is high when stage 1 is empty or moves
+        on.
     o : Out(stream.Signature(checked_layout()))
         Verdicts, in order, :data:`CHECK_LATENCY` cycles after their input at the earliest.
         ``valid`` does not depend on ``ready``.
@@ -107,8 +168,6 @@ class InstrChecker(wiring.Component):
         cfg = self.cfg
         W = cfg.row_width
         lw = (W - 1).bit_length()
-        lr = (cfg.array_rows - 1).bit_length()
-        lc = (cfg.array_cols - 1).bit_length()
 
         s1_valid = Signal()
         s1_word = Signal(INSTR_BITS)
@@ -122,49 +181,13 @@ class InstrChecker(wiring.Component):
         ]
 
         # ---- stage 1: products -----------------------------------------------------------
-        w0 = self.i.payload.word
-        op0 = _view(Header, w0).opcode
-        dma0, gemm0 = _view(DmaInstr, w0), _view(GemmInstr, w0)
-        pim0, vec0 = _view(PimInstr, w0), _view(VecInstr, w0)
-        # (count − 1)·stride products; the count and stride operands depend on the format.
-        ca, cb, cc = (Signal(signed(18), name=f"s0_c{x}") for x in "abc")
-        xa, xb, xc = (Signal(signed(34), name=f"s0_x{x}") for x in "abc")
-        wa, wb = Signal(unsigned(17)), Signal(unsigned(17))
-        is_dma0 = (op0 == Opcode.DMA_LOAD) | (op0 == Opcode.DMA_GATHER) | \
-            (op0 == Opcode.DMA_STORE)
-        # Without a GEMM core (cfg.gemm_core) GEMM is illegal: its operands need no products.
-        is_gemm0 = (op0 == Opcode.GEMM) if cfg.gemm_core else 0
-        is_mac0 = op0 == Opcode.PIM_MAC
-        is_red0 = 0
-        for opc in _REDUCTIONS:
-            is_red0 = is_red0 | (op0 == opc)
-        rows_m1 = vec0.rows - 1                 # wraps for rows = 0, which needs no range
-        dma_m1 = dma0.rows - 1
-        mb_m1 = (gemm0.m - 1) >> lr if lr else gemm0.m - 1
-        nb_m1 = (gemm0.n - 1) >> lc if lc else gemm0.n - 1
-
-        def pick(dma_v, gemm_v, mac_v, vec_v):
-            # Expressions, not m.If: Icarus evaluates continuous assignments at time 0.
-            return Mux(is_dma0, dma_v, Mux(is_gemm0, gemm_v, Mux(is_mac0, mac_v, vec_v)))
-
-        m.d.comb += [
-            ca.eq(pick(dma_m1, mb_m1, pim0.kc, rows_m1)),
-            xa.eq(pick(dma0.dram_stride, gemm0.a_stride, cfg.pim_slots - pim0.slot,
-                       vec0.src1.stride)),
-            # A reduction writes one row: its destination needs no (rows − 1)·stride product.
-            cb.eq(pick(dma_m1, nb_m1, 0, Mux(is_red0, 0, rows_m1))),
-            xb.eq(pick(dma0.sram_stride, gemm0.b_stride, 0, vec0.dst.stride)),
-            cc.eq(pick(0, mb_m1, 0, rows_m1)),
-            xc.eq(pick(0, gemm0.c_stride, 0, vec0.src2.stride)),
-            wa.eq(pick(dma0.rows, gemm0.m, 0, 0)),
-            wb.eq(pick(Mux(dma0.bcast & (op0 == Opcode.DMA_LOAD), 1, dma0.len), gemm0.n, 0, 0)),
-        ]
+        ops = self.i.payload.ops
         s1_pa, s1_pb, s1_pc_ = (Signal(signed(52), name=f"s1_p{x}") for x in "abc")
         s1_work = Signal(unsigned(34))
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [s1_word.eq(w0), s1_pc.eq(self.i.payload.pc),
-                         s1_pa.eq(ca * xa), s1_pb.eq(cb * xb), s1_pc_.eq(cc * xc),
-                         s1_work.eq(wa * wb)]
+            m.d.sync += [s1_word.eq(self.i.payload.word), s1_pc.eq(self.i.payload.pc),
+                         s1_pa.eq(ops.ca * ops.xa), s1_pb.eq(ops.cb * ops.xb),
+                         s1_pc_.eq(ops.cc * ops.xc), s1_work.eq(ops.wa * ops.wb)]
         with m.If(self.i_flush):
             m.d.sync += s1_valid.eq(0)
         with m.Elif(self.i.valid & self.i.ready):

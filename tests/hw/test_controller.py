@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth import Shape
+from amaranth import Module, Shape, Signal
 from amaranth.lib import enum
 from amaranth.sim import Simulator
 
 from llmaccel.hw.config import AccelConfig, preset
-from llmaccel.hw.instr_checker import InstrChecker
+from llmaccel.hw.instr_checker import InstrChecker, product_operands
 from llmaccel.hw.isa import (
     INSTR_BITS,
     OPCODES,
@@ -146,8 +146,14 @@ def runtime_gather(cfg: AccelConfig, acc: np.ndarray, word: int) -> bool:
 # Decode checker equivalence.
 def run_checker(cfg: AccelConfig, words: list[int], *, rng: random.Random | None = None,
                 stall: float = 0.0) -> list[tuple[ErrorCode, int, int, int]]:
-    """Stream ``words`` through an InstrChecker; return (error, late, work, pc) per word."""
+    """Stream ``words`` through an InstrChecker, with their product operands decoded as the
+    controller's fetch FIFO does; return (error, late, work, pc) per word."""
     dut = InstrChecker(cfg)
+    top = Module()
+    top.submodules.dut = dut
+    word, pc = Signal(len(dut.i.payload.word)), Signal(len(dut.i.payload.pc))
+    top.d.comb += [dut.i.payload.word.eq(word), dut.i.payload.pc.eq(pc),
+                   dut.i.payload.ops.eq(product_operands(top, cfg, word))]
     out: list = []
 
     async def producer(ctx):
@@ -155,8 +161,8 @@ def run_checker(cfg: AccelConfig, words: list[int], *, rng: random.Random | None
             while rng is not None and rng.random() < stall:
                 await ctx.tick()
             ctx.set(dut.i.valid, 1)
-            ctx.set(dut.i.payload.word, w)
-            ctx.set(dut.i.payload.pc, 32 * i)
+            ctx.set(word, w)
+            ctx.set(pc, 32 * i)
             await ctx.tick().until(dut.i.ready)
             ctx.set(dut.i.valid, 0)
 
@@ -168,7 +174,7 @@ def run_checker(cfg: AccelConfig, words: list[int], *, rng: random.Random | None
             if ready and valid:
                 out.append((ErrorCode(p.error), p.late, p.work, p.pc))
 
-    sim = Simulator(dut)
+    sim = Simulator(top)
     sim.add_clock(1e-9)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
