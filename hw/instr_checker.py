@@ -84,6 +84,7 @@ def _first(conds):
         out = Mux(cond, code, out)
     return out
 
+
 def product_operands(m: Module, cfg: AccelConfig, word, *, name: str = "ops") -> data.View:
     """The operands of ``word``'s stage-1 products (:func:`operand_layout`), as combinational
     logic in ``m``: which counts and strides a format multiplies, decoded from its opcode.
