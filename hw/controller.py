@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.hdl import ResetInserter
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
@@ -269,7 +269,10 @@ class Controller(wiring.Component):
         stall = {}
         for u in UNITS:
             lay = _queue_layout(cfg, u)
-            q = ResetInserter(flush_q)(fifo.SyncFIFO(width=lay.size, depth=cfg.queue_depth))
+            # The head's wait mask and targets feed the unit's valid, and its instruction the
+            # unit's first decode, so the head is a register, not a LUT RAM read (FPGA
+            # timing; RegisteredFIFO has SyncFIFO's cycles).
+            q = ResetInserter(flush_q)(RegisteredFIFO(width=lay.size, depth=cfg.queue_depth))
             m.submodules[f"queue_{_NAMES[u]}"] = q
             queues[u] = q
             head = data.View(lay, q.r_data)
