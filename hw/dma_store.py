@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,7 +19,7 @@ STORE_START = 1
 _COL = 32      # bytes per DRAM column
 _ABITS = 35    # signed DRAM byte addresses: in range plus or minus one stride
 _SBITS = 22    # signed SRAM element addresses: in range plus or minus one stride
-_IBITS = 32    # beat counters
+_DBITS = 24    # signed byte offsets within a row (a row is at most 4 × 65 535 bytes)
 
 
 def store_window_beats(cfg: AccelConfig, space: Space) -> int:
@@ -110,13 +110,11 @@ class DmaStore(wiring.Component):
         rd_b = Signal(signed(_SBITS))          # SRAM element address of the current row
         rd_q = Signal(signed(_SBITS))          # SRAM row to read next
         rd_left = Signal(16)
-        nreads = Signal(_IBITS)
         # Column walker state.
         as_active = Signal()
         as_a = Signal(signed(_ABITS))          # DRAM byte address of the current row
-        as_b = Signal(signed(_SBITS))          # SRAM element address of the current row
+        as_bl = Signal(max(lw, 1))             # lane of the current row's first element
         as_c = Signal(signed(_ABITS - 5))      # current column
-        as_k0 = Signal(_IBITS)                 # beat index of the row's first SRAM row
         as_left = Signal(16)
         # The request register.
         out_valid = Signal()
@@ -153,7 +151,7 @@ class DmaStore(wiring.Component):
                 with m.Else():
                     m.d.sync += [
                         rd_active.eq(1), rd_b.eq(b), rd_q.eq(b >> lw),
-                        rd_left.eq(cmd.rows), nreads.eq(0),
+                        rd_left.eq(cmd.rows),
                         as_active.eq(1),
                     ]
                     m.next = "RUN"
@@ -171,43 +169,73 @@ class DmaStore(wiring.Component):
         # the next pair when a pair is formed). The request path then starts at registers instead
         # of running the whole geometry, the byte window and the merge in one cycle (FPGA
         # timing, docs/fpga.md); the cycles are the same.
+        #
+        # The geometry is kept relative to the row: D is the byte offset of the column's start
+        # from lane 0 of the row's first beat (negative in a first column that starts before
+        # the row). A column's beats relative to the row are its first and last byte's D
+        # divided by the beat's bytes, its offset in its first beat is D's low bits, and the
+        # next column's D is D + 32; what a row adds (its beats, its bytes in its last column,
+        # whether the next row shares that column) depends only on the row's address modulo a
+        # column and a beat. So a move is a few short additions, not the absolute address
+        # arithmetic of DRAM and SRAM addresses (FPGA timing: that was the store engine's
+        # critical path, docs/fpga.md).
         src = Signal(DmaInstr)                 # the instruction the next pair belongs to
         m.d.comb += src.eq(Mux(idle, cmd.as_value(), ins.as_value()))
-        g_bl = Signal(signed(_IBITS + 2))      # beat indices of the pair's first and last byte
-        g_bh = Signal(signed(_IBITS + 2))
-        g_off = Signal(signed(_ABITS))         # column start − DRAM address of beat g_bl's lane 0
+        g_d = Signal(signed(_DBITS))           # D of the current column
+        g_blr = Signal(_DBITS)                 # beat of the pair's first byte, from the row's first
+        g_span = Signal(_DBITS)                # beats from the pair's first byte's to its last's
+        # The window slot holding the pair's first beat (beat − beats read + K, 0..K) and the
+        # window position of the column's byte 0, (slot × beat bytes) + g_off + 32: registers
+        # updated with every read and move, so that neither the read enable, nor the formed
+        # condition, nor the byte shifter waits on an addition (FPGA timing, docs/fpga.md).
+        slot = Signal(range(max(K_sp, K_acc) + 1))
+        pos = Signal(range(_COL + max((K_sp + 1) * W, (K_acc + 1) * 4 * W) + _COL))
+        g_off = Signal(signed(max(lw + 2, 5) + 2))  # column start − DRAM address of beat
+        #                                              g_bl's lane 0
         g_mask = Signal(_COL)                  # the row's bytes in the column
         g_last = Signal()                      # the row's last column
         g_final = Signal()                     # the request is complete (no merge follows)
-        a_next = Signal(signed(_ABITS))
-        q0 = Signal(signed(_SBITS))
-        q1 = Signal(signed(_SBITS))
-        m.d.comb += [
-            a_next.eq(as_a + dstride),
-            q0.eq(as_b >> lw),
-            q1.eq((as_b + ins.len - 1) >> lw),
-        ]
-        # The pair the walker moves to.
-        n_a = Signal(signed(_ABITS))
-        n_b = Signal(signed(_SBITS))
-        n_c = Signal(signed(_ABITS - 5))
-        n_k0 = Signal(_IBITS)
-        n_left = Signal(16)
-        m.d.comb += [
-            n_a.eq(Mux(idle, a, Mux(g_last, a_next, as_a))),
-            n_b.eq(Mux(idle, b, Mux(g_last, as_b + sstride, as_b))),
-            n_c.eq(Mux(idle, a >> 5, Mux(g_last, a_next >> 5, as_c + 1))),
-            n_k0.eq(Mux(idle, 0, Mux(g_last, as_k0 + (q1 - q0) + 1, as_k0))),
-            n_left.eq(Mux(idle, cmd.rows, Mux(g_last, as_left - 1, as_left))),
-        ]
-        geom = self._geometry(m, src, lw, n_a, n_b, n_c, n_k0, n_left)
+        # The row's registers, set when the walker enters it.
+        r_nbm1 = Signal(_DBITS)                # the row's beats − 1
+        r_e5 = Signal(range(_COL + 1))         # the row's bytes in its last column
+        r_flast = Signal()                     # the row's last column is final
+        r_cols = Signal(_DBITS)                # the row's columns after the current one
 
-        # Read walker.
+        def beats(x, space_acc):
+            """Beat (relative to the row's first) of the byte at offset ``x`` from its lane 0."""
+            return Mux(space_acc, x >> (lw + 2), x >> lw)
+
+        ones = Const((1 << _COL) - 1, _COL)
+        # The row the walker enters: the instruction's first while idle, else the next one.
+        row_a = Signal(signed(_ABITS))
+        row_bl = Signal(max(lw, 1))            # the row's first element's lane
+        row_left = Signal(16)
+        m.d.comb += [
+            row_a.eq(Mux(idle, a, as_a + dstride)),
+            row_bl.eq(Mux(idle, b, as_bl + sstride) if lw else 0),
+            row_left.eq(Mux(idle, cmd.rows, as_left - 1)),
+        ]
+        rg = self._row_geometry(m, src, lw, row_a[:5], row_bl, row_left)
+        src_acc = src.space == Space.ACC
+        f_last = Signal()                      # the row's first column is its last
+        f_bh = Signal(_DBITS)                  # beat of its last byte, relative to the row
+        m.d.comb += [
+            f_last.eq(rg["ncm1"] == 0),
+            # D + 31 = (lane bytes − a5) + 31 = lane bytes + ~a5
+            f_bh.eq(Mux(f_last, rg["nbm1"],
+                        beats(Mux(src_acc, row_bl << 2, row_bl) + ~row_a[:5], src_acc))),
+        ]
+        # The next column of the current row.
+        d1 = Signal(signed(_DBITS))
+        c_last = Signal()
+        m.d.comb += [d1.eq(g_d + _COL), c_last.eq(r_cols == 1)]
+
+        # Read walker: reads while the window's oldest slot is not the pair's first beat.
         rd_q1 = (rd_b + ins.len - 1) >> lw
         b_n = Signal(signed(_SBITS))           # the next row's SRAM address
         m.d.comb += b_n.eq(rd_b + sstride)
         read = Signal()
-        m.d.comb += read.eq(rd_active & as_active & (nreads < g_bl + K))
+        m.d.comb += read.eq(rd_active & as_active & (slot != 0))
         m.d.comb += [
             self.sp_rd.addr.eq(rd_q), self.sp_rd.en.eq(read & ~acc),
             self.acc_rd.addr.eq(rd_q), self.acc_rd.en.eq(read & acc),
@@ -215,7 +243,6 @@ class DmaStore(wiring.Component):
         sp_win = [Signal(8 * W, name=f"sp_win{i}") for i in range(K_sp - 1)]
         acc_win = [Signal(32 * W, name=f"acc_win{i}") for i in range(K_acc - 1)]
         with m.If(read):
-            m.d.sync += nreads.eq(nreads + 1)
             # The read port's data (the previous read) moves into the registers.
             for win, port in ((sp_win, self.sp_rd), (acc_win, self.acc_rd)):
                 m.d.sync += [win[i].eq(win[i + 1]) for i in range(len(win) - 1)]
@@ -228,16 +255,14 @@ class DmaStore(wiring.Component):
             with m.Else():
                 m.d.sync += rd_q.eq(rd_q + 1)
 
-        # Column data: the window slot holding beat g_bl is g_bl - (nreads - K); the column's
-        # byte 0 is g_off bytes from that slot's start.
-        slot = Signal(range(max(K_sp, K_acc)))
-        m.d.comb += slot.eq(g_bl + K - nreads)
-        pos = Signal(range(_COL + max(K_sp * W, K_acc * 4 * W) + _COL))
-        # slot × (bytes per SRAM row), a power of two: a shift, not a multiplier
-        m.d.comb += pos.eq(Mux(acc, slot << (lw + 2), slot << lw) + g_off + _COL)
+        # Column data: the column's byte 0 is g_off bytes from the start of window slot `slot`
+        # (slot K - 1 is the read port's data, slot 0 the oldest register).
         zeros = Const(0, 8 * _COL)
-        cut_sp = select_bytes(m, Cat(zeros, *sp_win, self.sp_rd.data), pos, _COL, name="cut_sp")
-        cut_acc = select_bytes(m, Cat(zeros, *acc_win, self.acc_rd.data), pos, _COL,
+        # When a pair forms, its slot is below K and pos below this bound.
+        cut_pos = pos[:Shape.cast(range(_COL + max(K_sp * W, K_acc * 4 * W) + _COL)).width]
+        cut_sp = select_bytes(m, Cat(zeros, *sp_win, self.sp_rd.data), cut_pos, _COL,
+                              name="cut_sp")
+        cut_acc = select_bytes(m, Cat(zeros, *acc_win, self.acc_rd.data), cut_pos, _COL,
                                name="cut_acc")
         new_data = Signal(8 * _COL)
         m.d.comb += new_data.eq(Mux(acc, cut_acc, cut_sp))
@@ -246,15 +271,51 @@ class DmaStore(wiring.Component):
         form = Signal()
         m.d.comb += [
             merge.eq(out_valid & ~out_final),
-            form.eq(as_active & (g_bh < nreads) & (~out_valid | ~out_final | req_hs)),
+            # the pair's last beat has been read: span < beats read − first beat = K − slot
+            form.eq(as_active & (g_span + slot < K) & (~out_valid | ~out_final | req_hs)),
         ]
+
+        def beat_bytes(x, space_acc):
+            """``x`` beats in bytes: a shift, not a multiplier."""
+            return Mux(space_acc, x << (lw + 2), x << lw)
+
         # The walker and its geometry move together: to the instruction's first pair while
-        # idle, to the next pair when a pair is formed.
-        with m.If(idle | form):
-            m.d.sync += [g_bl.eq(geom["bl"]), g_bh.eq(geom["bh"]), g_off.eq(geom["off"]),
-                         g_mask.eq(geom["mask"]), g_last.eq(geom["last"]),
-                         g_final.eq(geom["final"]), as_a.eq(n_a), as_b.eq(n_b), as_c.eq(n_c),
-                         as_k0.eq(n_k0), as_left.eq(n_left)]
+        # idle, to the next pair when a pair is formed. The slot moves by the beats between
+        # the two pairs' first bytes, less one for a read in the same cycle.
+        n_slot = Signal(range(max(K_sp, K_acc) + 1))
+        with m.If(idle):
+            m.d.comb += n_slot.eq(Mux(src_acc, K_acc, K_sp))
+        with m.Elif(form & g_last):
+            m.d.comb += n_slot.eq(slot + (r_nbm1 + 1 - g_blr) - read)
+        with m.Elif(form):
+            m.d.comb += n_slot.eq(slot + (beats(d1, acc) - g_blr) - read)
+        with m.Else():
+            m.d.comb += n_slot.eq(slot - read)
+        m.d.sync += slot.eq(n_slot)
+        with m.If(idle | (form & g_last)):
+            m.d.sync += [
+                as_a.eq(row_a), as_bl.eq(row_bl), as_left.eq(row_left), as_c.eq(row_a >> 5),
+                r_nbm1.eq(rg["nbm1"]), r_e5.eq(rg["e5"]), r_flast.eq(rg["flast"]),
+                r_cols.eq(rg["ncm1"]),
+                g_d.eq(rg["d0"]), g_blr.eq(0), g_span.eq(f_bh), g_off.eq(rg["d0"]),
+                pos.eq(beat_bytes(n_slot, src_acc) + rg["d0"] + _COL),
+                g_mask.eq((ones << row_a[:5]) & Mux(f_last, ~(ones << rg["e5"]), ones)),
+                g_last.eq(f_last), g_final.eq(~(f_last & rg["flast"])),
+            ]
+        with m.Elif(form):
+            c_blr = Signal(_DBITS)
+            m.d.comb += c_blr.eq(beats(d1, acc))
+            m.d.sync += [
+                as_c.eq(as_c + 1), r_cols.eq(r_cols - 1), g_d.eq(d1), g_blr.eq(c_blr),
+                g_span.eq(Mux(c_last, r_nbm1, beats(g_d + (2 * _COL - 1), acc)) - c_blr),
+                g_off.eq(Mux(acc, d1[:lw + 2], d1[:lw] if lw else 0)),
+                pos.eq(beat_bytes(n_slot, acc) + Mux(acc, d1[:lw + 2], d1[:lw] if lw else 0)
+                       + _COL),
+                g_mask.eq(Mux(c_last, ~(ones << r_e5), ones)),
+                g_last.eq(c_last), g_final.eq(~(c_last & r_flast)),
+            ]
+        with m.Else():
+            m.d.sync += pos.eq(pos - beat_bytes(read, acc))
         with m.If(form):
             m.d.sync += [out_valid.eq(1), out_final.eq(g_final), out_col.eq(as_c)]
             with m.If(merge):
@@ -271,55 +332,32 @@ class DmaStore(wiring.Component):
         return m
 
     @staticmethod
-    def _geometry(m: Module, src, lw: int, a, b, c, k0, left) -> dict:
-        """The column walker's view of DRAM column ``c`` of the row at DRAM byte ``a`` and SRAM
-        element ``b`` (``k0``: beat index of the row's first SRAM row, ``left``: rows left
-        including this one) of instruction ``src``, as combinational signals: ``bl``/``bh``
-        (beats of the row's first and last byte in the column), ``off`` (column start minus
-        the DRAM address of beat ``bl``'s lane 0), ``mask`` (the row's bytes in the column),
-        ``last`` (the row's last column) and ``final`` (no next pair merges into it)."""
+    def _row_geometry(m: Module, src, lw: int, a5, bl, left) -> dict:
+        """What the column walker needs of the row of instruction ``src`` whose first DRAM
+        byte is ``a5`` bytes into its column and whose first element is in lane ``bl`` of its
+        first SRAM row (``left``: rows left including this one), as combinational signals:
+        ``d0`` (the first column's start minus the DRAM address of the row's first beat's
+        lane 0), ``nbm1`` (the row's beats − 1), ``ncm1`` (its columns − 1), ``e5`` (its bytes
+        in its last column, 1..32) and ``flast`` (its last column is final: the next row
+        does not start in it)."""
         acc = src.space == Space.ACC
-        ls = Mux(acc, 2, 0)
-        row_end = Signal(signed(_ABITS))       # one past the row's last DRAM byte
-        c1 = Signal(signed(_ABITS - 5))        # the row's last column
-        q0 = Signal(signed(_SBITS))            # the row's first SRAM row
-        col_base = Signal(signed(_ABITS))
-        x_lo = Signal(signed(_ABITS))          # the row's first and last byte in this column
-        x_hi = Signal(signed(_ABITS))
-        q_lo = Signal(signed(_SBITS))          # SRAM rows holding them
-        q_hi = Signal(signed(_SBITS))
-        lo_off = Signal(signed(_ABITS))        # the row's first byte within the column
-        hi_off = Signal(signed(_ABITS))        # one past its last byte
-        out = {"bl": Signal(signed(_IBITS + 2)), "bh": Signal(signed(_IBITS + 2)),
-               "off": Signal(signed(_ABITS)), "mask": Signal(_COL), "last": Signal(),
-               "final": Signal()}
-        ones = Const((1 << _COL) - 1, _COL)
+        lm1 = Signal(signed(_DBITS))           # the row's bytes − 1
+        blb = Signal(_DBITS)                   # bytes before the row in its first beat
+        dend = Signal(signed(_DBITS))          # D of the row's last byte
+        t = Signal(signed(_DBITS))             # the row's last byte, from its first column's start
+        out = {"d0": Signal(signed(_DBITS)), "nbm1": Signal(_DBITS), "ncm1": Signal(_DBITS),
+               "e5": Signal(range(_COL + 1)), "flast": Signal()}
         m.d.comb += [
-            row_end.eq(a + Mux(acc, src.len << 2, src.len)),
-            c1.eq((row_end - 1) >> 5),
-            q0.eq(b >> lw),
-            col_base.eq(c << 5),
-            x_lo.eq(Mux(col_base > a, col_base, a)),
-            x_hi.eq(Mux(col_base + _COL < row_end, col_base + _COL, row_end) - 1),
-            q_lo.eq((b + ((x_lo - a) >> ls)) >> lw),
-            q_hi.eq((b + ((x_hi - a) >> ls)) >> lw),
-            lo_off.eq(a - col_base),
-            hi_off.eq(row_end - col_base),
-            out["bl"].eq(k0 + (q_lo - q0)),
-            out["bh"].eq(k0 + (q_hi - q0)),
-            out["off"].eq(col_base - (a + (((q_lo << lw) - b) << ls))),
-            # Bytes lo_off <= x < hi_off of the column, from the offsets clamped to 0.._COL:
-            # two thermometer codes of 6-bit values rather than 64 comparisons of 35-bit ones
-            # (2 200 carry LUTs on the FPGA, docs/fpga.md).
-            out["mask"].eq((ones << _col_clamp(lo_off)) & ~(ones << _col_clamp(hi_off))),
-            out["last"].eq(c == c1),
-            out["final"].eq(~(out["last"] & (left != 1) & (((a + src.dram_stride) >> 5) == c))),
+            lm1.eq(Mux(acc, src.len << 2, src.len) - 1),
+            blb.eq(Mux(acc, bl << 2, bl)),
+            dend.eq(blb + lm1),
+            t.eq(a5 + lm1),
+            out["d0"].eq(blb - a5),
+            out["nbm1"].eq(Mux(acc, dend >> (lw + 2), dend >> lw)),
+            out["ncm1"].eq(t >> 5),
+            out["e5"].eq(t[:5] + 1),
+            # The next row starts in this row's last column: the rows' column indices differ
+            # by the stride's, whatever the row's column.
+            out["flast"].eq((left != 1) & (((a5 + src.dram_stride) >> 5) == out["ncm1"])),
         ]
         return out
-
-
-def _col_clamp(off):
-    """A signed byte offset from a column's start, clamped to ``0.._COL``: for every byte ``x``
-    of the column, ``x >= off`` and ``x < off`` are the same with the clamped value."""
-    lb = (_COL - 1).bit_length()
-    return Mux(off[-1], 0, Mux(off[lb:] != 0, _COL, off[:lb]))
