@@ -183,15 +183,16 @@ class DmaStore(wiring.Component):
         m.d.comb += src.eq(Mux(idle, cmd.as_value(), ins.as_value()))
         g_d = Signal(signed(_DBITS))           # D of the current column
         g_blr = Signal(_DBITS)                 # beat of the pair's first byte, from the row's first
-        g_span = Signal(_DBITS)                # beats from the pair's first byte's to its last's
+        # beats from the pair's first byte's to its last's: a column touches at most K − 1
+        g_span = Signal(range(max(K_sp, K_acc)))
         # The window slot holding the pair's first beat (beat − beats read + K, 0..K) and the
         # window position of the column's byte 0, (slot × beat bytes) + g_off + 32: registers
         # updated with every read and move, so that neither the read enable, nor the formed
         # condition, nor the byte shifter waits on an addition (FPGA timing, docs/fpga.md).
         slot = Signal(range(max(K_sp, K_acc) + 1))
         pos = Signal(range(_COL + max((K_sp + 1) * W, (K_acc + 1) * 4 * W) + _COL))
-        g_off = Signal(signed(max(lw + 2, 5) + 2))  # column start − DRAM address of beat
-        #                                              g_bl's lane 0
+        # the column's start − the DRAM address of lane 0 of the pair's first beat
+        g_off = Signal(signed(max(lw + 2, 5) + 2))
         g_mask = Signal(_COL)                  # the row's bytes in the column
         g_last = Signal()                      # the row's last column
         g_final = Signal()                     # the request is complete (no merge follows)
@@ -228,7 +229,9 @@ class DmaStore(wiring.Component):
         # The next column of the current row.
         d1 = Signal(signed(_DBITS))
         c_last = Signal()
-        m.d.comb += [d1.eq(g_d + _COL), c_last.eq(r_cols == 1)]
+        c_off = Signal(lw + 2)                 # its start's byte in its first beat: D's low bits
+        m.d.comb += [d1.eq(g_d + _COL), c_last.eq(r_cols == 1),
+                     c_off.eq(Mux(acc, d1[:lw + 2], d1[:lw] if lw else 0))]
 
         # Read walker: reads while the window's oldest slot is not the pair's first beat.
         rd_q1 = (rd_b + ins.len - 1) >> lw
@@ -308,9 +311,7 @@ class DmaStore(wiring.Component):
             m.d.sync += [
                 as_c.eq(as_c + 1), r_cols.eq(r_cols - 1), g_d.eq(d1), g_blr.eq(c_blr),
                 g_span.eq(Mux(c_last, r_nbm1, beats(g_d + (2 * _COL - 1), acc)) - c_blr),
-                g_off.eq(Mux(acc, d1[:lw + 2], d1[:lw] if lw else 0)),
-                pos.eq(beat_bytes(n_slot, acc) + Mux(acc, d1[:lw + 2], d1[:lw] if lw else 0)
-                       + _COL),
+                g_off.eq(c_off), pos.eq(beat_bytes(n_slot, acc) + c_off + _COL),
                 g_mask.eq(Mux(c_last, ~(ones << r_e5), ones)),
                 g_last.eq(c_last), g_final.eq(~(c_last & r_flast)),
             ]
