@@ -6,7 +6,7 @@ from amaranth import Cat, Const, Module, Mux, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["T_BITS", "VecRequant", "clamp", "saturate"]
+__all__ = ["COARSE_BITS", "T_BITS", "VecRequant", "clamp", "requant_prepare", "saturate"]
 
 #: Width of the exact intermediate ``t`` of a vector operation: a 32×32-bit signed product.
 T_BITS = 64
@@ -37,12 +37,31 @@ def saturate(value, to_acc):
     return Mux(to_acc, clamp(value, 32), clamp(value, 8))
 
 
+#: The requantiser's shift is split: the stage before it shifts by the multiple of
+#: ``1 << COARSE_BITS`` (:func:`requant_prepare`), the requantiser by the rest.
+COARSE_BITS = 4
+
+
+def requant_prepare(t, shift):
+    """The first part of ``rshift_round(t, shift)``, for the pipeline stage before
+    :class:`VecRequant`: ``2t`` arithmetically shifted right by ``shift``'s multiple of 16
+    (``signed(T_BITS + 1)``). Splitting the 65-bit barrel shifter across two stages keeps the
+    requantiser's stage to four shift levels, the rounding carry chain and the saturation
+    (FPGA timing, docs/fpga.md); the result is the same.
+    """
+    t = Value.cast(t)
+    shift = Value.cast(shift)
+    return (t << 1) >> Cat(Const(0, COARSE_BITS), shift[COARSE_BITS:])
+
+
 class VecRequant(wiring.Component):
-    """``out = sat_T(rshift_round(t, shift))`` for ``lanes`` lanes, combinationally.
+    """``out = sat_T(rshift_round(t, shift))`` for ``lanes`` lanes, combinationally, from
+    ``u = requant_prepare(t, shift)``.
 
     ``rshift_round(t, s) = (t >> s) + ((t >> (s-1)) & 1)`` (round half up, ``t`` for ``s = 0``)
     is computed as ``((2t >> s) + 1) >> 1``: one arithmetic shift of a 65-bit value whose low bit
-    is the rounding bit, so ``s = 0`` needs no special case and nothing can overflow.
+    is the rounding bit, so ``s = 0`` needs no special case and nothing can overflow. ``u`` is
+    ``2t`` already shifted by ``s``'s multiple of 16; this component shifts by the rest.
 
     Parameters
     ----------
@@ -51,10 +70,10 @@ class VecRequant(wiring.Component):
 
     Ports
     -----
-    i_t : In(ArrayLayout(signed(64), lanes))
-        Exact intermediate values.
+    i_u : In(ArrayLayout(signed(65), lanes))
+        ``requant_prepare(t, shift)`` of the exact intermediate values ``t``.
     i_shift : In(unsigned(6))
-        Right shift, 0..63.
+        Right shift, 0..63 (the same as given to ``requant_prepare``).
     i_to_acc : In(1)
         Saturate to int32 (ACC destination) when high, to int8 (SP destination) when low.
     o_out : Out(ArrayLayout(signed(32), lanes))
@@ -66,7 +85,7 @@ class VecRequant(wiring.Component):
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         self.lanes = lanes
         super().__init__({
-            "i_t": In(data.ArrayLayout(signed(T_BITS), lanes)),
+            "i_u": In(data.ArrayLayout(signed(T_BITS + 1), lanes)),
             "i_shift": In(unsigned(6)),
             "i_to_acc": In(1),
             "o_out": Out(data.ArrayLayout(signed(32), lanes)),
@@ -75,8 +94,7 @@ class VecRequant(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         for j in range(self.lanes):
-            t = self.i_t[j]
-            half = (t << 1) >> self.i_shift           # t >> (s-1), or 2t when s = 0
+            half = self.i_u[j] >> self.i_shift[:COARSE_BITS]    # t >> (s-1), or 2t when s = 0
             rounded = (half + 1) >> 1
             m.d.comb += self.o_out[j].eq(saturate(rounded, self.i_to_acc))
         return m

@@ -19,7 +19,7 @@ from .vec_divider import VecDivider
 from .vec_isqrt import VecIsqrt
 from .vec_lut import VecLut
 from .vec_reducer import VecReducer
-from .vec_requant import T_BITS, VecRequant, clamp, saturate
+from .vec_requant import T_BITS, VecRequant, clamp, requant_prepare, saturate
 from .vec_transposer import VecTransposer
 
 __all__ = ["VectorUnit"]
@@ -314,7 +314,7 @@ class VectorUnit(wiring.Component):
         # registered so that the selection and the requantiser's 65-bit shift and carry chain do
         # not share a cycle; the shift and destination type travel with it, so the requantiser
         # sees only registers.
-        s4_t = Signal(data.ArrayLayout(signed(T_BITS), L))
+        s4_u = Signal(data.ArrayLayout(signed(T_BITS + 1), L))   # requant_prepare(t, shift)
         s4_valid = Signal()
         s4_last = Signal()
         s4_beat = Signal(range(max(B, 2)))
@@ -324,16 +324,18 @@ class VectorUnit(wiring.Component):
         # At most one of the three is high: the iterative units only run for their own opcode.
         t3_valid = div.o_valid | sqr.o_valid | s3_valid
         m.d.sync += s4_valid.eq(t3_valid)
+        shift3 = Signal(6)
+        m.d.comb += shift3.eq(Mux(has_shift, ins.shift, 0))
         with m.If(t3_valid):
             m.d.sync += [s4_last.eq(s3_last), s4_beat.eq(s3_beat), s4_dst.eq(s3_dst),
-                         s4_shift.eq(Mux(has_shift, ins.shift, 0)), s4_to_acc.eq(dst_acc)]
+                         s4_shift.eq(shift3), s4_to_acc.eq(dst_acc)]
             for j in range(L):
-                m.d.sync += s4_t[j].eq(Mux(is_recip, div.o_quot[j],
-                                           Mux(is_isqrt, sqr.o_root[j], s3_t[j])))
+                t3 = Mux(is_recip, div.o_quot[j], Mux(is_isqrt, sqr.o_root[j], s3_t[j]))
+                m.d.sync += s4_u[j].eq(requant_prepare(t3, shift3))
 
         # ------------------------------------------------------------------------------------
         # s4: requantisation into the write register (which the reducer and VTRANS also load).
-        m.d.comb += [rq.i_t.eq(s4_t), rq.i_shift.eq(s4_shift), rq.i_to_acc.eq(s4_to_acc)]
+        m.d.comb += [rq.i_u.eq(s4_u), rq.i_shift.eq(s4_shift), rq.i_to_acc.eq(s4_to_acc)]
 
         s5_valid = Signal()
         s5_last = Signal()

@@ -20,7 +20,7 @@ from llmaccel.hw.config import AccelConfig, preset
 from llmaccel.hw.isa import Opcode, Space, Src2Mode
 from llmaccel.hw.vec_divider import VecDivider
 from llmaccel.hw.vec_isqrt import VecIsqrt
-from llmaccel.hw.vec_requant import VecRequant, clamp
+from llmaccel.hw.vec_requant import VecRequant, clamp, requant_prepare
 from llmaccel.hw.vector_unit import VectorUnit
 from llmaccel.sim.cocotb.vector_unit import (
     Case,
@@ -102,12 +102,21 @@ def test_requant_matches_numerics(seed):
           nx.INT32_MAX, nx.INT32_MIN, 255, -129, (1 << 40) + (1 << 39)]
     ts += [rng.randint(-(1 << 62), 1 << 62) for _ in range(5)]
     dut = VecRequant(len(ts))
+    # requant_prepare, the stage before, evaluated by Amaranth itself
+    t_in = Signal(signed(64))
+    s_in = Signal(6)
+    prep = requant_prepare(t_in, s_in)
 
     async def bench(ctx):
-        ctx.set(dut.i_t, ts)
         for to_acc, bits in ((0, 8), (1, 32)):
             ctx.set(dut.i_to_acc, to_acc)
             for shift in range(64):
+                ctx.set(s_in, shift)
+                us = []
+                for t in ts:
+                    ctx.set(t_in, t)
+                    us.append(ctx.get(prep))
+                ctx.set(dut.i_u, us)
                 ctx.set(dut.i_shift, shift)
                 got = [ctx.get(dut.o_out[j]) for j in range(len(ts))]
                 want = nx.sat(nx.rshift_round(np.array(ts, np.int64), shift), bits)
