@@ -51,7 +51,8 @@ class VectorUnit(wiring.Component):
             VMASK condition; VTRANS lines and VLUTLD table rows are handled here
         s2  t = a op b (64-bit exact; VMUL is a 32×32 multiply), LUT entry, mask; or the
             reducer accumulates; or the divider / square root start (31 / 16 steps)
-        s3  select t, a quotient or a root → requantiser input register
+        s3  select t, a quotient or a root; 2t shifted by the shift's multiple of 16
+            (``requant_prepare``) → requantiser input register
         s4  requantisation sat_T(rshift_round(t, shift)) → write register; the reducer's
             result and VTRANS lines are loaded into the write register directly
         s5  SRAM write (per-lane enables select the beat's lanes)
