@@ -186,13 +186,12 @@ class DmaStore(wiring.Component):
         # beats from the pair's first byte's to its last's: a column touches at most K − 1
         g_span = Signal(range(max(K_sp, K_acc)))
         # The window slot holding the pair's first beat (beat − beats read + K, 0..K) and the
-        # window position of the column's byte 0, (slot × beat bytes) + g_off + 32: registers
+        # window position of the column's byte 0, (slot × beat bytes) + off + 32 (off: the
+        # column's start − the DRAM address of lane 0 of the pair's first beat): registers
         # updated with every read and move, so that neither the read enable, nor the formed
         # condition, nor the byte shifter waits on an addition (FPGA timing, docs/fpga.md).
         slot = Signal(range(max(K_sp, K_acc) + 1))
         pos = Signal(range(_COL + max((K_sp + 1) * W, (K_acc + 1) * 4 * W) + _COL))
-        # the column's start − the DRAM address of lane 0 of the pair's first beat
-        g_off = Signal(signed(max(lw + 2, 5) + 2))
         g_mask = Signal(_COL)                  # the row's bytes in the column
         g_last = Signal()                      # the row's last column
         g_final = Signal()                     # the request is complete (no merge follows)
@@ -230,7 +229,8 @@ class DmaStore(wiring.Component):
         d1 = Signal(signed(_DBITS))
         c_last = Signal()
         c_off = Signal(lw + 2)                 # its start's byte in its first beat: D's low bits
-        m.d.comb += [d1.eq(g_d + _COL), c_last.eq(r_cols == 1),
+        c_blr = Signal(_DBITS)                 # its first beat, from the row's first
+        m.d.comb += [d1.eq(g_d + _COL), c_last.eq(r_cols == 1), c_blr.eq(beats(d1, acc)),
                      c_off.eq(Mux(acc, d1[:lw + 2], d1[:lw] if lw else 0))]
 
         # Read walker: reads while the window's oldest slot is not the pair's first beat.
@@ -258,7 +258,7 @@ class DmaStore(wiring.Component):
             with m.Else():
                 m.d.sync += rd_q.eq(rd_q + 1)
 
-        # Column data: the column's byte 0 is g_off bytes from the start of window slot `slot`
+        # Column data: the column's byte 0 is at `pos` − 32 from the start of window slot 0
         # (slot K - 1 is the read port's data, slot 0 the oldest register).
         zeros = Const(0, 8 * _COL)
         # When a pair forms, its slot is below K and pos below this bound.
@@ -291,7 +291,7 @@ class DmaStore(wiring.Component):
         with m.Elif(form & g_last):
             m.d.comb += n_slot.eq(slot + (r_nbm1 + 1 - g_blr) - read)
         with m.Elif(form):
-            m.d.comb += n_slot.eq(slot + (beats(d1, acc) - g_blr) - read)
+            m.d.comb += n_slot.eq(slot + (c_blr - g_blr) - read)
         with m.Else():
             m.d.comb += n_slot.eq(slot - read)
         m.d.sync += slot.eq(n_slot)
@@ -300,18 +300,16 @@ class DmaStore(wiring.Component):
                 as_a.eq(row_a), as_bl.eq(row_bl), as_left.eq(row_left), as_c.eq(row_a >> 5),
                 r_nbm1.eq(rg["nbm1"]), r_e5.eq(rg["e5"]), r_flast.eq(rg["flast"]),
                 r_cols.eq(rg["ncm1"]),
-                g_d.eq(rg["d0"]), g_blr.eq(0), g_span.eq(f_bh), g_off.eq(rg["d0"]),
+                g_d.eq(rg["d0"]), g_blr.eq(0), g_span.eq(f_bh),
                 pos.eq(beat_bytes(n_slot, src_acc) + rg["d0"] + _COL),
                 g_mask.eq((ones << row_a[:5]) & Mux(f_last, ~(ones << rg["e5"]), ones)),
                 g_last.eq(f_last), g_final.eq(~(f_last & rg["flast"])),
             ]
         with m.Elif(form):
-            c_blr = Signal(_DBITS)
-            m.d.comb += c_blr.eq(beats(d1, acc))
             m.d.sync += [
                 as_c.eq(as_c + 1), r_cols.eq(r_cols - 1), g_d.eq(d1), g_blr.eq(c_blr),
                 g_span.eq(Mux(c_last, r_nbm1, beats(g_d + (2 * _COL - 1), acc)) - c_blr),
-                g_off.eq(c_off), pos.eq(beat_bytes(n_slot, acc) + c_off + _COL),
+                pos.eq(beat_bytes(n_slot, acc) + c_off + _COL),
                 g_mask.eq(Mux(c_last, ~(ones << r_e5), ones)),
                 g_last.eq(c_last), g_final.eq(~(c_last & r_flast)),
             ]
