@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import ResetInserter
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,12 +27,15 @@ from .isa import (
     VecInstr,
     reserved_mask,
 )
+from .registered_fifo import RegisteredFIFO
 
-__all__ = ["CHECK_LATENCY", "WORK_BITS", "InstrChecker", "checked_layout", "operand_layout",
-           "product_operands", "word_layout"]
+__all__ = ["CHECK_LATENCY", "OUT_DEPTH", "WORK_BITS", "InstrChecker", "checked_layout",
+           "operand_layout", "product_operands", "word_layout"]
 
 #: Cycles from the input transfer to the verdict at the output (two registered stages).
 CHECK_LATENCY = 2
+#: Verdicts the output buffer holds: with stage 1, the checker holds up to three words.
+OUT_DEPTH = 2
 #: Width of the ``work`` output (m·n·k of a GEMM needs 48 bits).
 WORK_BITS = 48
 
@@ -136,8 +140,16 @@ class InstrChecker(wiring.Component):
 
     Stage 1 registers the word with the products the range checks need (``(rows−1)·stride`` of
     up to three operands, the row-block extents of a GEMM, ``kc·free slots`` of a PIM_MAC, and
-    the first factor of the work count); stage 2 compares and registers the verdict. One word
-    per cycle flows through when the output is taken every cycle.
+    the first factor of the work count); stage 2 compares and writes the verdict into an output
+    buffer of :data:`OUT_DEPTH` entries (a :class:`~.registered_fifo.RegisteredFIFO`), whose head
+    is the output. One word per cycle flows through when the output is taken every cycle.
+
+    Stage 1 moves on whenever the output buffer has room at the start of the cycle, so neither
+    stage waits for the output's ``ready`` in the same cycle: ``i.ready`` comes from the
+    checker's registers alone. (With the verdict in a plain stage-2 register, the dispatch
+    decision behind ``o.ready`` ran through both stages' stalls into the fetch FIFO's read;
+    that chain was the whole ``fpga`` design's routed critical path.) When the output stalls,
+    the checker holds up to three words: two verdicts and one word in stage 1.
 
     Parameters
     ----------
@@ -147,11 +159,11 @@ class InstrChecker(wiring.Component):
     -----
     i : In(stream.Signature(word_layout()))
         Words to check, each with its :func:`product_operands` (the controller decodes them
-        as the word enters its fetch FIFO). ``ready`` is high when stage 1 is empty or moves
-        on.
+        as the word enters its fetch FIFO). ``ready`` is high when stage 1 is empty or the
+        output buffer has room; it does not depend on ``o.ready``.
     o : Out(stream.Signature(checked_layout()))
         Verdicts, in order, :data:`CHECK_LATENCY` cycles after their input at the earliest.
-        ``valid`` does not depend on ``ready``.
+        ``valid`` and ``payload`` are registers.
     i_flush : In(1)
         Drop every word in the pipeline (the controller starts a new program).
     """
@@ -170,15 +182,18 @@ class InstrChecker(wiring.Component):
         W = cfg.row_width
         lw = (W - 1).bit_length()
 
+        m.submodules.verdicts = verdicts = ResetInserter(self.i_flush)(
+            RegisteredFIFO(width=data.Layout.cast(checked_layout()).size, depth=OUT_DEPTH))
         s1_valid = Signal()
         s1_word = Signal(INSTR_BITS)
         s1_pc = Signal(33)
-        s2_valid = Signal()
         s1_move = Signal()
         m.d.comb += [
-            s1_move.eq(s1_valid & (~s2_valid | self.o.ready)),
-            self.i.ready.eq(~s1_valid | s1_move),
-            self.o.valid.eq(s2_valid),
+            s1_move.eq(s1_valid & verdicts.w_rdy),
+            self.i.ready.eq(~s1_valid | verdicts.w_rdy),
+            self.o.valid.eq(verdicts.r_rdy),
+            self.o.payload.eq(verdicts.r_data),
+            verdicts.r_en.eq(self.o.ready),
         ]
 
         # ---- stage 1: products -----------------------------------------------------------
@@ -376,15 +391,8 @@ class InstrChecker(wiring.Component):
         m.d.comb += work.eq(Mux(op == Opcode.GEMM, s1_work * gemm.k, work_rest)
                             if cfg.gemm_core else work_rest)
 
-        o = self.o.payload
-        with m.If(s1_move):
-            m.d.sync += [o.word.eq(s1_word), o.pc.eq(s1_pc), o.error.eq(verdict),
-                         o.late.eq(legal & ~reserved & (op == Opcode.DMA_GATHER) & late),
-                         o.work.eq(work)]
-        with m.If(self.i_flush):
-            m.d.sync += s2_valid.eq(0)
-        with m.Elif(s1_move):
-            m.d.sync += s2_valid.eq(1)
-        with m.Elif(self.o.ready):
-            m.d.sync += s2_valid.eq(0)
+        o = data.View(checked_layout(), verdicts.w_data)
+        m.d.comb += [o.word.eq(s1_word), o.pc.eq(s1_pc), o.error.eq(verdict),
+                     o.late.eq(legal & ~reserved & (op == Opcode.DMA_GATHER) & late),
+                     o.work.eq(work), verdicts.w_en.eq(s1_move)]
         return m

@@ -5,9 +5,9 @@ DRAM bases, how the run ended) and the cycle of START, :class:`SystemModel` pred
 ``cycles`` counter and every performance counter of hw/regs.py exactly, by composing
 
 * the controller's rules (hw/controller.py; docs/host.md): fetch with :data:`FETCH_DEPTH`
-  credits on channel port 0, the two-stage decode checker, dispatch into queues of
-  ``queue_depth`` entries, wait masks on registered completion counters, fences, gather
-  serialisation, the end-of-run condition;
+  credits on channel port 0, the two-stage decode checker and its output buffer, dispatch
+  into queues of ``queue_depth`` entries, wait masks on registered completion counters,
+  fences, gather serialisation, the end-of-run condition;
 * the unit timing modules: :class:`~.timing_gemm.GemmTimeline`, :func:`~.timing_vec.vec_cycles`,
   the DMA engines' recurrences (:mod:`.timing_dma`, driven request by request), and the PIM
   front-end and DRAM channel of :class:`~.dram_model.DramModel`, which also arbitrates the
@@ -48,6 +48,7 @@ from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.controller import FETCH_DEPTH, UNITS
 from llmaccel.hw.dma_load import GATHER_START, LOAD_START
 from llmaccel.hw.dma_store import STORE_START
+from llmaccel.hw.instr_checker import CHECK_LATENCY, OUT_DEPTH
 from llmaccel.hw.isa import (
     INSTR_BYTES,
     DecodeError,
@@ -286,7 +287,8 @@ class _Run:
 
     def go(self) -> SystemReport:
         self._spawn("dispatch", self._dispatch())
-        self._spawn("pipe", self._pipe())
+        self._spawn("pop", self._pop())
+        self._spawn("check", self._check())
         self._spawn("end", self._end())
         self._spawn("fetch", self._fetch())
         for u in UNITS:
@@ -365,7 +367,7 @@ class _Run:
         self.fetch_done = True
 
     def _disp_runnable(self) -> bool:
-        return any(a.pred() for a in self.actors if a.name in ("dispatch", "pipe", "end"))
+        return any(a.pred() for a in self.actors if a.name in ("dispatch", "pop", "check", "end"))
 
     def _wait_fetch(self, i):
         """Wait for request ``i``'s data; returns its response cycle or None if never
@@ -389,29 +391,50 @@ class _Run:
         for ev in self.events:
             yield lambda ev=ev: ev.start is not None and ev.complete is not None
 
-    def _pipe(self):
-        """The fetch FIFO and the checker's two stages: item i enters stage 1 (leaves the
-        FIFO) at ``pop[i]`` and reaches the checker's output at ``out[i]``."""
-        prev_in = prev_out = -(1 << 60)
+    def _pop(self):
+        """The fetch FIFO's reads: item i leaves the FIFO and enters the checker's stage 1 at
+        ``pop[i]`` (hw/instr_checker.py).
+
+        Stage 1 moves into the checker's output buffer (:data:`OUT_DEPTH` verdicts) whenever
+        the buffer has room at the start of the cycle, and a word enters stage 1 when stage 1
+        is empty or moves on. So item i leaves the FIFO once it is there, after item i − 1, and
+        once item i − 1 − OUT_DEPTH has been dispatched (a cycle later: the buffer's level is
+        a register). Kept apart from :meth:`_check` because the fetch's credits wait for
+        these cycles, which do not depend on item i − 1's dispatch."""
+        prev = -(1 << 60)
         i = 0
         while True:
             r = yield from self._wait_fetch(i)
             if r is None:
                 break
-            in_i = max(r + 1, prev_in + 1, prev_out - 1)
-            self.pop[i] = in_i
+            c = max(r + 1, prev + 1)
+            k = i - 1 - OUT_DEPTH
+            if k >= 0:
+                yield lambda k=k: k in self.disp or (self.never is not None and k >= self.never)
+                if k not in self.disp:
+                    break                       # the output buffer stays full
+                c = max(c, self.disp[k] + 1)
+            self.pop[i] = prev = c
+            i += 1
+        self.pipe_done = True
+
+    def _check(self):
+        """The checker's output: item i is there from ``out[i]``, two cycles after it entered
+        stage 1 or the cycle after item i − 1 was dispatched."""
+        i = 0
+        while True:
+            yield lambda i=i: i in self.pop or self.pipe_done
+            if i not in self.pop:
+                break
+            d = -(1 << 60)
             if i:
                 yield lambda i=i: (i - 1) in self.disp or (self.never is not None
                                                            and i - 1 >= self.never)
                 if (i - 1) not in self.disp:
-                    break                       # stage 2 stays occupied: i stays in stage 1
+                    break                       # i stays in the checker
                 d = self.disp[i - 1]
-            else:
-                d = -(1 << 60)
-            prev_in, prev_out = in_i, max(in_i + 1, d) + 1
-            self.out[i] = prev_out
+            self.out[i] = max(self.pop[i] + CHECK_LATENCY, d + 1)
             i += 1
-        self.pipe_done = True
 
     def _dispatch(self):
         cfg = self.cfg
