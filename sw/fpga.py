@@ -368,7 +368,8 @@ class SynthResult:
     pnr_utilization: dict = field(default_factory=dict)   # nextpnr: cell type → used
     placed: bool = False             # nextpnr placed and routed the design
     pnr_error: str = ""
-    lut_mapper: str = ""             # ECP5: "abc9", or "abc" when ABC9 stopped (docs/fpga.md)
+    lut_mapper: str = ""             # ECP5: the LUT mapper used, "abc9" or "abc"
+    abc9_stopped: bool = False       # ECP5: ABC9 stopped, so classic ABC mapped (docs/fpga.md)
     floorplan: str = ""              # ECP5: what the block-RAM floorplan pinned (sw/floorplan.py)
     seconds: dict = field(default_factory=dict)
     out_dir: str = ""
@@ -710,6 +711,7 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
                seed: int = 1, command: str = "", soft_wide_mul: bool = True,
                placer: str | None = "static", timing_driven: bool = False,
                pnr_args: tuple[str, ...] = (), floorplan: bool = True,
+               lut_mapper: str = "auto",
                progress: Callable[[str], None] | None = None) -> SynthResult:
     """Synthesise the board top of ``cfg`` for ``target`` (``"ecp5"``: ULX3S, with nextpnr
     place-and-route unless ``pnr`` is false; ``"xilinx"``: Arty A7-100T, resources only).
@@ -722,6 +724,8 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
 
     ``core_mhz`` (ECP5) makes the core clock with a PLL from the board's 25 MHz, so nextpnr
     works towards that frequency; without it the core runs on the board clock.
+    ``lut_mapper`` (ECP5, :data:`LUT_MAPPERS`): "auto" maps LUTs with ABC9 and falls back to
+    classic ABC when ABC9 stops; "abc9" or "abc" use that mapper only.
     ``soft_wide_mul`` builds multipliers wider than :data:`SOFT_MUL_WIDTH` bits from LUTs
     (DSP blocks only for the int8 MACs). The design goes to Yosys as RTLIL from Amaranth — the
     netlist the Verilog files are written from — because Yosys' Verilog front end spends
@@ -731,6 +735,7 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
 
     if target not in BOARDS:
         raise LlmaccelError(f"unknown target {target!r}; choose one of {', '.join(BOARDS)}")
+    _check_lut_mapper(lut_mapper, target)
     board = BOARDS[target]
     say = progress or (lambda _msg: None)
     yosys = yosys_cmd()
@@ -757,7 +762,8 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
     res.seconds["elaborate"] = round(time.perf_counter() - t0, 1)
     res.target_mhz = ((core_hz if target == "ecp5" else None) or board_clock_hz(board)) / 1e6
 
-    if not _yosys_synth(res, board, out, yosys, soft_wide_mul=soft_wide_mul, say=say):
+    if not _yosys_synth(res, board, out, yosys, soft_wide_mul=soft_wide_mul, say=say,
+                        lut_mapper=lut_mapper):
         return res
 
     if npr is not None:
@@ -784,14 +790,14 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
 def place_route_unit(cfg: AccelConfig, unit: str, out_dir: str | Path | None = None, *,
                      mhz: float = 100.0, seed: int = 1, command: str = "",
                      soft_wide_mul: bool = True, pnr_minutes: float | None = None,
-                     pnr_args: tuple[str, ...] = (),
+                     pnr_args: tuple[str, ...] = (), lut_mapper: str = "auto",
                      progress: Callable[[str], None] | None = None) -> SynthResult:
     """Synthesise one unit of :func:`design_units` for the ECP5 (LFE5U-85F) and place and route
     it out of context: no pins and no IO buffers, the unit's ports left to the tools, its clock
     constrained to ``mhz``. The unit gets the full flow's memory guard and DSP policy
     (``soft_wide_mul``); nextpnr runs with one thread and ``pnr_args`` (e.g.
     ``("--router", "router2")``) and is stopped after ``pnr_minutes`` (``pnr_error`` then says
-    so). Returns the resources, the routed Fmax of
+    so). ``lut_mapper`` as for :func:`synthesize`. Returns the resources, the routed Fmax of
     the unit's clock and nextpnr's critical path (``fmax_mhz``, ``critical_path``), so the
     unit that limits the clock can be found while the whole design does not route.
     """
@@ -803,6 +809,7 @@ def place_route_unit(cfg: AccelConfig, unit: str, out_dir: str | Path | None = N
                             f"choose one of {', '.join(units)}")
     if unit not in units:
         raise LlmaccelError(f"unknown unit {unit!r}; choose one of {', '.join(units)}")
+    _check_lut_mapper(lut_mapper, "ecp5")
     board = BOARDS["ecp5"]
     say = progress or (lambda _msg: None)
     yosys, npr = yosys_cmd(), nextpnr_ecp5_cmd()
@@ -817,7 +824,8 @@ def place_route_unit(cfg: AccelConfig, unit: str, out_dir: str | Path | None = N
     harness = _registered(units[unit](), UNIT_INSTANCES[unit])
     (out / f"{top}.il").write_text(rtlil.convert(harness, name=top, emit_src=False))
     res.seconds["elaborate"] = round(time.perf_counter() - t0, 1)
-    if _yosys_synth(res, board, out, yosys, soft_wide_mul=soft_wide_mul, say=say):
+    if _yosys_synth(res, board, out, yosys, soft_wide_mul=soft_wide_mul, say=say,
+                    lut_mapper=lut_mapper):
         res.resources["boundary_ff"] = _boundary_ff(out / f"{top}.json", top)
         _nextpnr(res, out, [*npr, *board.nextpnr_args, "--out-of-context", "--freq", f"{mhz:g}",
                             "--json", f"{top}.json", "--report", "report.json",
@@ -893,7 +901,8 @@ def _out_dir(out_dir: str | Path | None, prefix: str) -> Path:
 
 
 def _yosys_synth(res: SynthResult, board: Board, out: Path, yosys: list[str], *,
-                 soft_wide_mul: bool, say: Callable[[str], None]) -> bool:
+                 soft_wide_mul: bool, say: Callable[[str], None],
+                 lut_mapper: str = "auto") -> bool:
     """Yosys on ``res.top`` (``<top>.il`` in ``out``): fills in ``res``'s memories, cells and
     resources and writes ``<top>.json`` for nextpnr (ECP5). False when the run was stopped
     (``res.pnr_error`` says why)."""
@@ -937,7 +946,8 @@ def _yosys_synth(res: SynthResult, board: Board, out: Path, yosys: list[str], *,
             f"{cmd} -run begin:{label}; {_collision_x(res.memories, top)}")
     tail = (f" -json {top}.json" if target == "ecp5" else "") + "; tee -q -o stat.json stat -json"
     stop, res.lut_mapper = _run_mapping(yosys, target, head, cmd, label, tail, out, say,
-                                        watch=ff_memories)
+                                        watch=ff_memories, lut_mapper=lut_mapper)
+    res.abc9_stopped = lut_mapper == "auto" and res.lut_mapper == "abc"
     res.seconds["synth"] = round(time.perf_counter() - t0, 1)
     for name, kind in _memory_mapping(log, top).items():
         res.memories.setdefault(name, {})["mapped_to"] = kind
@@ -951,9 +961,24 @@ def _yosys_synth(res: SynthResult, board: Board, out: Path, yosys: list[str], *,
     return True
 
 
+#: ``lut_mapper`` choices of the ECP5 flow: ABC9, falling back to classic ABC when ABC9 stops
+#: ("auto", the default); ABC9 only; classic ABC only (for comparisons with one mapper).
+LUT_MAPPERS = ("auto", "abc9", "abc")
+
+
+def _check_lut_mapper(lut_mapper: str, target: str) -> None:
+    if lut_mapper not in LUT_MAPPERS:
+        raise LlmaccelError(f"unknown LUT mapper {lut_mapper!r}; choose one of "
+                            f"{', '.join(LUT_MAPPERS)}")
+    if lut_mapper != "auto" and target != "ecp5":
+        raise LlmaccelError(f"the LUT mapper can be chosen for the ecp5 target only, not "
+                            f"{target!r}")
+
+
 def _run_mapping(yosys: list[str], target: str, head: str, cmd: str, label: str, tail: str,
                  out: Path, say: Callable[[str], None], *,
-                 watch: Callable[[Path], str] | None = None) -> tuple[str, str]:
+                 watch: Callable[[Path], str] | None = None,
+                 lut_mapper: str = "auto") -> tuple[str, str]:
     """Yosys ``{head}{cmd} -run {label}:{tail}`` (``head`` has run ``cmd`` up to ``label``),
     logged to ``out/yosys.log``; returns ``watch``'s reason to stop ("" if none) and the LUT
     mapper used ("abc9" or "abc" on ECP5, "" otherwise).
@@ -962,18 +987,24 @@ def _run_mapping(yosys: list[str], target: str, head: str, cmd: str, label: str,
     "YoWASP Yosys 0.70 and ABC9"). On ECP5 the same script with ABC9's step replaced by
     classic ABC, as ``synth_ecp5 -noabc9`` used to do, then maps them; it is not
     timing-driven across carry chains and DSPs, so the netlist is somewhat slower. The failed
-    log is kept as ``yosys-abc9.log``."""
+    log is kept as ``yosys-abc9.log``. ``lut_mapper`` (ECP5, one of :data:`LUT_MAPPERS`)
+    "abc9" makes a stop in ABC9 an error, "abc" maps with classic ABC from the start."""
+    _check_lut_mapper(lut_mapper, target)
     log = out / "yosys.log"
-    try:
-        stop = _run_logged([*yosys, "-p", f"{head}{cmd} -run {label}:{tail}"], log, "yosys",
-                           say, cwd=out, watch=watch)
-        return (stop if isinstance(stop, str) else ""), ("abc9" if target == "ecp5" else "")
-    except LlmaccelError:
-        if target != "ecp5" or not _stopped_in_abc(log.read_text(errors="replace").splitlines()):
-            raise
-    log.rename(out / "yosys-abc9.log")
-    say("yosys stopped inside ABC9 without a message (YoWASP Yosys 0.70; log: "
-        "yosys-abc9.log): mapping LUTs with classic ABC instead")
+    if lut_mapper != "abc":
+        try:
+            stop = _run_logged([*yosys, "-p", f"{head}{cmd} -run {label}:{tail}"], log,
+                               "yosys", say, cwd=out, watch=watch)
+            return (stop if isinstance(stop, str) else ""), ("abc9" if target == "ecp5" else "")
+        except LlmaccelError:
+            if lut_mapper == "abc9" or target != "ecp5" or \
+                    not _stopped_in_abc(log.read_text(errors="replace").splitlines()):
+                raise
+        log.rename(out / "yosys-abc9.log")
+        say("yosys stopped inside ABC9 without a message (YoWASP Yosys 0.70; log: "
+            "yosys-abc9.log): mapping LUTs with classic ABC instead")
+    else:
+        say("mapping LUTs with classic ABC (lut_mapper 'abc')")
     stop = _run_logged(
         [*yosys, "-p", f"{head}{cmd} -run {label}:map_luts; "
          f"techmap -map +/lattice/latches_map.v; abc -dress -lut 4:7; clean; "

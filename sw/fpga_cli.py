@@ -48,9 +48,11 @@ def _table(r) -> str:
         rows.append(("floorplan", r.floorplan.removeprefix("floorplan: ")))
     if r.pnr_error:
         rows.append(("note", r.pnr_error))
-    if r.lut_mapper == "abc":
+    if r.abc9_stopped:
         rows.append(("LUT mapping", "classic ABC: ABC9 stopped without a message (YoWASP "
                                     "Yosys 0.70, docs/fpga.md)"))
+    elif r.lut_mapper == "abc":
+        rows.append(("LUT mapping", "classic ABC (--lut-mapper abc)"))
     mems = {}
     for m in r.memories.values():
         kind = m.get("mapped_to", "?")
@@ -111,6 +113,9 @@ def cmd_synth(args) -> int:
     if args.no_floorplan and (args.target != "ecp5" or args.no_pnr or args.unit):
         raise LlmaccelError("--no-floorplan leaves the whole design's block RAMs to nextpnr's "
                             "placer; it needs --target ecp5 without --no-pnr or --unit")
+    if args.lut_mapper != "auto" and args.target != "ecp5":
+        raise LlmaccelError(f"--lut-mapper chooses how Yosys maps LUTs for the ECP5; it "
+                            f"needs --target ecp5, not {args.target}")
     if args.core_mhz is not None and not args.unit and args.target == "ecp5":
         _check_pll(args.core_mhz)
     if args.unit:
@@ -119,14 +124,16 @@ def cmd_synth(args) -> int:
                     + (("--no-tmdriv",) if args.no_timing_driven else ()))
         r = place_route_unit(cfg, args.unit, args.output, mhz=args.core_mhz or 100.0,
                              seed=args.seed, command=cmd, soft_wide_mul=not args.dsp_all,
-                             pnr_args=pnr_args, progress=progress)
+                             pnr_args=pnr_args, lut_mapper=args.lut_mapper,
+                             progress=progress)
     else:
         r = synthesize(cfg, args.target, out_dir=args.output, pnr=not args.no_pnr,
                        core_mhz=args.core_mhz, seed=args.seed, command=cmd,
                        soft_wide_mul=not args.dsp_all,
                        **({"placer": args.placer} if args.placer else {}),
                        timing_driven=args.timing_driven, pnr_args=router,
-                       floorplan=not args.no_floorplan, progress=progress)
+                       floorplan=not args.no_floorplan, lut_mapper=args.lut_mapper,
+                       progress=progress)
     if args.json:
         print(json.dumps(r.as_json(), indent=2, default=str))
     else:
@@ -233,6 +240,11 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                    help="ECP5: leave every block RAM to nextpnr's placer (default: each DRAM "
                         "bank's block RAMs and its PIM engine's slot memory are pinned to one "
                         "block-RAM row, sw/floorplan.py, docs/fpga.md)")
+    s.add_argument("--lut-mapper", choices=("auto", "abc9", "abc"), default="auto",
+                   help="ECP5: how Yosys maps logic to LUTs. auto (default): ABC9, and "
+                        "classic ABC when YoWASP Yosys 0.70 stops inside ABC9, as it does on "
+                        "some netlists; abc9: ABC9 only (a stop is an error); abc: classic "
+                        "ABC only, for comparing RTL changes with one mapper (docs/fpga.md)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_synth)
 

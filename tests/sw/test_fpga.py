@@ -298,10 +298,41 @@ def test_lut_mapping_falls_back_to_classic_abc_when_abc9_stops(tmp_path, monkeyp
     _yosys_stopping_in_abc9(tmp_path, monkeypatch, "-run map_ram: -json")
     cfg = TINY.replace(name="tiny2x2", array_rows=2, array_cols=2, vector_lanes=2)
     r = fpga.place_route_unit(cfg, "gemm_core", tmp_path / "out")
-    assert r.lut_mapper == "abc"
+    assert r.lut_mapper == "abc" and r.abc9_stopped
     assert (tmp_path / "out" / "yosys-abc9.log").exists()
     assert "abc -dress -lut 4:7" in (tmp_path / "out" / "yosys.log").read_text()
     assert r.placed and r.fmax_mhz > 0 and r.resources["lut4"] > 0
+
+
+@needs_nextpnr
+def test_lut_mapper_abc_maps_with_classic_abc_from_the_start(tmp_path):
+    cfg = TINY.replace(name="tiny2x2", array_rows=2, array_cols=2, vector_lanes=2)
+    r = fpga.place_route_unit(cfg, "gemm_core", tmp_path, lut_mapper="abc")
+    assert r.lut_mapper == "abc" and not r.abc9_stopped
+    log = (tmp_path / "yosys.log").read_text()
+    assert "abc -dress -lut 4:7" in log and "Executing ABC9" not in log
+    assert not (tmp_path / "yosys-abc9.log").exists()
+    assert r.placed and r.fmax_mhz > 0 and r.resources["lut4"] > 0
+
+
+@needs_nextpnr
+def test_lut_mapper_abc9_makes_a_stop_in_abc9_an_error(tmp_path, monkeypatch):
+    _yosys_stopping_in_abc9(tmp_path, monkeypatch, "-run map_ram: -json")
+    cfg = TINY.replace(name="tiny2x2", array_rows=2, array_cols=2, vector_lanes=2)
+    with pytest.raises(LlmaccelError, match="inside ABC without a message"):
+        fpga.place_route_unit(cfg, "gemm_core", tmp_path / "out", lut_mapper="abc9")
+    assert not (tmp_path / "out" / "yosys-abc9.log").exists()
+
+
+def test_lut_mapper_is_checked_before_anything_is_built(tmp_path, capsys):
+    with pytest.raises(LlmaccelError, match="unknown LUT mapper 'abc7'"):
+        fpga.synthesize(TINY, "ecp5", out_dir=tmp_path, lut_mapper="abc7")
+    with pytest.raises(LlmaccelError, match="ecp5 target only"):
+        fpga.synthesize(TINY, "xilinx", out_dir=tmp_path, lut_mapper="abc")
+    assert main(["synth", "--target", "xilinx", "--config", "tiny", "--lut-mapper", "abc",
+                 "-o", str(tmp_path)]) == 2
+    assert "--lut-mapper" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 @needs_yosys
