@@ -29,12 +29,16 @@ from .ports import acc_read_signature, dram_port_signature
 from .registered_fifo import RegisteredFIFO
 from .regs import COUNTERS, Status
 
-__all__ = ["FETCH_DEPTH", "UNITS", "Controller", "counter_width"]
+__all__ = ["FETCH_DEPTH", "LATE_STOP", "UNITS", "Controller", "counter_width"]
 
 #: Execution units in wait-mask bit order (bit i of ``wait`` is ``UNITS[i]``).
 UNITS = (Unit.LOAD, Unit.STORE, Unit.GEMM, Unit.PIM, Unit.VEC)
 #: Instruction words fetched ahead: requests in flight plus words buffered.
 FETCH_DEPTH = 8
+#: A gather decided at run time (``late``): cycles from the first cycle its wait mask and every
+#: earlier load have completed to the cycle ``stop`` rises (read the index, register it,
+#: compute the DRAM range, check it).
+LATE_STOP = 4
 
 _FORMATS = {Unit.LOAD: DmaInstr, Unit.STORE: DmaInstr, Unit.GEMM: GemmInstr,
             Unit.PIM: PimInstr, Unit.VEC: VecInstr}
@@ -411,6 +415,7 @@ class Controller(wiring.Component):
         late_ins = Signal(DmaInstr)
         late_pc = Signal(33)
         late_index = Signal(32)
+        late_idx = Signal(32)
         late_base = Signal(52)
         late_neg = Signal()
         late_ext = Signal(50)
@@ -438,10 +443,15 @@ class Controller(wiring.Component):
                 with m.Elif(fence(late_mask)):
                     m.next = "READ"
             with m.State("READ"):
-                m.d.sync += [late_base.eq(late_ins.dram_addr
-                                          + late_index.as_signed() * late_ins.idx_scale),
-                             late_neg.eq(late_index.as_signed() < 0),
+                # The index out of the block RAM is registered before it is scaled: the RAM's
+                # output, the lane select, the product and the sum were one cycle (FPGA timing).
+                m.d.sync += [late_idx.eq(late_index),
                              late_ext.eq((late_ins.rows - 1) * late_ins.dram_stride)]
+                m.next = "BASE"
+            with m.State("BASE"):
+                m.d.sync += [late_base.eq(late_ins.dram_addr
+                                          + late_idx.as_signed() * late_ins.idx_scale),
+                             late_neg.eq(late_idx.as_signed() < 0)]
                 m.next = "CHECK"
             with m.State("CHECK"):
                 m.next = "IDLE"

@@ -45,7 +45,7 @@ import numpy as np
 
 from llmaccel.hw.accelerator import FETCH_PORT, LOAD_PORT, STORE_PORT
 from llmaccel.hw.config import AccelConfig
-from llmaccel.hw.controller import FETCH_DEPTH, UNITS
+from llmaccel.hw.controller import FETCH_DEPTH, LATE_STOP, UNITS
 from llmaccel.hw.dma_load import GATHER_START, LOAD_START
 from llmaccel.hw.dma_store import STORE_START
 from llmaccel.hw.instr_checker import CHECK_LATENCY, OUT_DEPTH
@@ -461,7 +461,7 @@ class _Run:
                         ev = self.queues[u][counts[u] - 1]
                         yield lambda ev=ev: ev.complete is not None
                         w = max(w, ev.complete + 1)
-                self.stop = self.late_end = w + 3
+                self.stop = self.late_end = w + LATE_STOP
                 self.never = i
                 break
             if kind == "ctrl":

@@ -368,7 +368,7 @@ def _illegal(opcode: int) -> bytes:
 
 
 @pytest.mark.parametrize("case", ["opcode", "reserved", "sram", "gather_negative",
-                                  "late_dram", "late_sram", "pc_range", "base"])
+                                  "late_dram", "late_sram", "late_last", "pc_range", "base"])
 def test_errors_mid_program(case, seed):
     rng = np.random.default_rng(seed)
     head = _asm(
@@ -393,6 +393,10 @@ def test_errors_mid_program(case, seed):
                               "len=8 idx_addr=8 idx_scale=32")[0],
         "late_sram": assemble("dma_gather space=sp dram_addr=0x1000 sram_addr=16380 rows=1 "
                               "len=8 idx_addr=9 idx_scale=32 wait=vec")[0],
+        # Waits for every unit, so that the run-time check is the last thing the run does and
+        # its cycles (LATE_STOP) decide when the run ends.
+        "late_last": assemble("dma_gather space=sp dram_addr=0x1000 sram_addr=16380 rows=1 "
+                              "len=8 idx_addr=8 idx_scale=32 wait=load|store|vec")[0],
     }
     if case == "pc_range":
         prog = head
@@ -405,7 +409,8 @@ def test_errors_mid_program(case, seed):
         prog = [*head, bad[case], *tail]
         want = {"opcode": ErrorCode.ILLEGAL_OPCODE, "reserved": ErrorCode.RESERVED_BITS,
                 "sram": ErrorCode.SRAM_RANGE, "gather_negative": ErrorCode.DRAM_RANGE,
-                "late_dram": ErrorCode.DRAM_RANGE, "late_sram": ErrorCode.SRAM_RANGE}[case]
+                "late_dram": ErrorCode.DRAM_RANGE, "late_sram": ErrorCode.SRAM_RANGE,
+                "late_last": ErrorCode.DRAM_RANGE}[case]
     check_program(CFG, prog, data={0x1000: _bytes(rng, 256)}, acc=acc, base=base,
                   image_size=size, expect="error", expect_error=want)
 
