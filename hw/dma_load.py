@@ -23,9 +23,10 @@ __all__ = ["GATHER_START", "LOAD_OUTSTANDING", "LOAD_START", "DmaLoad", "load_wi
 LOAD_OUTSTANDING = 32
 #: First active cycle after the i_cmd handshake (cycle 0) of a DMA_LOAD ...
 LOAD_START = 1
-#: ... and of a DMA_GATHER, which first reads its index (cycle 0), computes the base (cycle 1)
-#: and checks the range (cycle 2); ``o_gather_checked`` is high in this cycle.
-GATHER_START = 3
+#: ... and of a DMA_GATHER, which first reads its index (cycle 0), registers it (cycle 1),
+#: computes the base (cycle 2) and checks the range (cycle 3); ``o_gather_checked`` is high in
+#: this cycle.
+GATHER_START = 4
 
 _COL = 32      # bytes per DRAM column
 _ABITS = 35    # signed DRAM byte addresses: in range plus or minus one stride
@@ -68,11 +69,11 @@ class DmaLoad(wiring.Component):
     cycle. ``i_cmd.ready`` is high exactly when ``o_busy`` is low.
 
     DMA_GATHER reads the int32 index from ACC element ``idx_addr`` through ``acc_rd`` in the
-    handshake cycle, forms ``base = dram_addr + index·idx_scale`` in cycle 1 and checks the range
-    in cycle 2. In cycle 3 (:data:`GATHER_START`) ``o_gather_checked`` is high for one cycle; if
-    the index is negative or the transfer leaves DRAM, ``o_error`` and ``o_done`` are high in the
-    same cycle and nothing was requested or written. Otherwise the transfer runs from cycle 3 like
-    a DMA_LOAD from ``base``. The controller may dispatch past a gather once it sees
+    handshake cycle, registers it in cycle 1, forms ``base = dram_addr + index·idx_scale`` in
+    cycle 2 and checks the range in cycle 3. In cycle 4 (:data:`GATHER_START`)
+    ``o_gather_checked`` is high for one cycle; if the index is negative or the transfer leaves
+    DRAM, ``o_error`` and ``o_done`` are high in the same cycle and nothing was requested or
+    written. Otherwise the transfer runs from cycle 4 like a DMA_LOAD from ``base``. The controller may dispatch past a gather once it sees
     ``o_gather_checked`` without ``o_error``.
 
     Parameters
@@ -259,6 +260,7 @@ class DmaLoad(wiring.Component):
         g_neg = Signal()
         g_ext = Signal(signed(50))
         index = Signal(signed(32))              # the gather index, in cycle 1
+        g_index = Signal(signed(32))            # ... registered, in cycle 2
         m.d.comb += index.eq(self.acc_rd.data[ins.idx_addr[:lw]])
         g_lo = g_base + Mux(g_ext < 0, g_ext, 0)
         g_hi = g_base + Mux(g_ext > 0, g_ext, 0) + ns - 1
@@ -273,17 +275,22 @@ class DmaLoad(wiring.Component):
             with m.State("IDLE"), m.If(self.i_cmd.valid):
                 m.d.sync += ins.eq(cmd)
                 with m.If(is_gather):
-                    m.next = "GATHER_BASE"
+                    m.next = "GATHER_INDEX"
                 with m.Elif(empty(cmd)):
                     m.d.sync += done.eq(1)
                 with m.Else():
                     start(from_cmd)
                     m.next = "RUN"
+            with m.State("GATHER_INDEX"):
+                # The index out of the ACC block RAM is registered before it is scaled: the
+                # RAM's output, the lane select, the product and the sum were one cycle, the
+                # whole design's routed critical path at f3c2ea8 (FPGA timing).
+                m.d.sync += [g_index.eq(index), g_ext.eq((ins.rows - 1) * dstride)]
+                m.next = "GATHER_BASE"
             with m.State("GATHER_BASE"):
                 m.d.sync += [
-                    g_base.eq(ins.dram_addr + index * ins.idx_scale),
-                    g_neg.eq(index < 0),
-                    g_ext.eq((ins.rows - 1) * dstride),
+                    g_base.eq(ins.dram_addr + g_index * ins.idx_scale),
+                    g_neg.eq(g_index < 0),
                 ]
                 m.next = "GATHER_CHECK"
             with m.State("GATHER_CHECK"):
