@@ -73,8 +73,9 @@ class DmaLoad(wiring.Component):
     cycle 2 and checks the range in cycle 3. In cycle 4 (:data:`GATHER_START`)
     ``o_gather_checked`` is high for one cycle; if the index is negative or the transfer leaves
     DRAM, ``o_error`` and ``o_done`` are high in the same cycle and nothing was requested or
-    written. Otherwise the transfer runs from cycle 4 like a DMA_LOAD from ``base``. The controller may dispatch past a gather once it sees
-    ``o_gather_checked`` without ``o_error``.
+    written. Otherwise the transfer runs from cycle 4 like a DMA_LOAD from ``base``. The
+    controller may dispatch past a gather once it sees ``o_gather_checked`` without
+    ``o_error``.
 
     Parameters
     ----------
