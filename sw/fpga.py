@@ -316,6 +316,12 @@ def _stopped_in_abc(lines: list[str]) -> bool:
     return last.startswith("Running ABC command")
 
 
+def _conflicting_drivers(lines: list[str]) -> bool:
+    """Yosys' ``check -assert`` failed on nets with more than one driver."""
+    return any(ln.startswith("Warning: multiple conflicting drivers") for ln in lines) and \
+        any("problems" in ln and ln.startswith("ERROR:") for ln in lines)
+
+
 def _abc_hint(lines: list[str]) -> str:
     """An explanation when a log ends in ABC with no message: YoWASP Yosys 0.70 exits there on
     some netlists (docs/fpga.md, "YoWASP Yosys 0.70 and ABC9")."""
@@ -369,7 +375,8 @@ class SynthResult:
     placed: bool = False             # nextpnr placed and routed the design
     pnr_error: str = ""
     lut_mapper: str = ""             # ECP5: the LUT mapper used, "abc9" or "abc"
-    abc9_stopped: bool = False       # ECP5: ABC9 stopped, so classic ABC mapped (docs/fpga.md)
+    abc9_stopped: bool = False       # ECP5: ABC9 stopped or gave a broken netlist, so classic
+                                     # ABC mapped (docs/fpga.md)
     floorplan: str = ""              # ECP5: what the block-RAM floorplan pinned (sw/floorplan.py)
     seconds: dict = field(default_factory=dict)
     out_dir: str = ""
@@ -984,31 +991,39 @@ def _run_mapping(yosys: list[str], target: str, head: str, cmd: str, label: str,
     mapper used ("abc9" or "abc" on ECP5, "" otherwise).
 
     YoWASP Yosys 0.70 exits inside ABC9 on some netlists without a message (docs/fpga.md,
-    "YoWASP Yosys 0.70 and ABC9"). On ECP5 the same script with ABC9's step replaced by
-    classic ABC, as ``synth_ecp5 -noabc9`` used to do, then maps them; it is not
+    "YoWASP Yosys 0.70 and ABC9"), and on others returns a netlist that Yosys' own ``check``
+    rejects (two flip-flops driving one net). On ECP5 the same script with ABC9's step
+    replaced by classic ABC, as ``synth_ecp5 -noabc9`` used to do, then maps them; it is not
     timing-driven across carry chains and DSPs, so the netlist is somewhat slower. The failed
     log is kept as ``yosys-abc9.log``. ``lut_mapper`` (ECP5, one of :data:`LUT_MAPPERS`)
     "abc9" makes a stop in ABC9 an error, "abc" maps with classic ABC from the start."""
     _check_lut_mapper(lut_mapper, target)
     log = out / "yosys.log"
+    # ECP5: Yosys' own netlist check must pass. ABC9 in YoWASP Yosys 0.70 can return a netlist
+    # in which two flip-flops drive one net (the controller out of context at f3c2ea8), which
+    # nextpnr refuses only after minutes of packing, and which must never be timed.
+    check = "; check -assert" if target == "ecp5" else ""
     if lut_mapper != "abc":
         try:
-            stop = _run_logged([*yosys, "-p", f"{head}{cmd} -run {label}:{tail}"], log,
+            stop = _run_logged([*yosys, "-p", f"{head}{cmd} -run {label}:{tail}{check}"], log,
                                "yosys", say, cwd=out, watch=watch)
             return (stop if isinstance(stop, str) else ""), ("abc9" if target == "ecp5" else "")
         except LlmaccelError:
-            if lut_mapper == "abc9" or target != "ecp5" or \
-                    not _stopped_in_abc(log.read_text(errors="replace").splitlines()):
+            lines = log.read_text(errors="replace").splitlines()
+            why = ("stopped inside ABC9 without a message" if _stopped_in_abc(lines) else
+                   "gave a netlist with conflicting drivers after ABC9"
+                   if _conflicting_drivers(lines) else "")
+            if lut_mapper == "abc9" or target != "ecp5" or not why:
                 raise
         log.rename(out / "yosys-abc9.log")
-        say("yosys stopped inside ABC9 without a message (YoWASP Yosys 0.70; log: "
-            "yosys-abc9.log): mapping LUTs with classic ABC instead")
+        say(f"yosys {why} (YoWASP Yosys 0.70; log: yosys-abc9.log): mapping LUTs with "
+            f"classic ABC instead")
     else:
         say("mapping LUTs with classic ABC (lut_mapper 'abc')")
     stop = _run_logged(
         [*yosys, "-p", f"{head}{cmd} -run {label}:map_luts; "
          f"techmap -map +/lattice/latches_map.v; abc -dress -lut 4:7; clean; "
-         f"{cmd} -run map_cells:{tail}"], log, "yosys", say, cwd=out, watch=watch)
+         f"{cmd} -run map_cells:{tail}{check}"], log, "yosys", say, cwd=out, watch=watch)
     return (stop if isinstance(stop, str) else ""), "abc"
 
 

@@ -276,18 +276,28 @@ def test_unit_places_and_routes_out_of_context(tmp_path):
     assert (tmp_path / "nextpnr.log").exists()
 
 
-def _yosys_stopping_in_abc9(tmp_path, monkeypatch, full_run: str) -> None:
-    """Make the flow's Yosys a stand-in for YoWASP Yosys 0.70's silent exit in ABC9 on the
-    full run (the script containing ``full_run``, which goes from memory mapping to the
-    netlist); every other Yosys run is the real one."""
+_ABC9_SILENT_EXIT = ("11.19.14.5. Executing ABC9.",
+                     'Running ABC command: "/yosys-abc" -s -f x 2>&1')
+_ABC9_CONFLICTING_DRIVERS = ("11.19.14.5. Executing ABC9.",
+                             "Warning: multiple conflicting drivers for top.\\q [0]:",
+                             "    port Q[0] of cell top.ff_1 (TRELLIS_FF)",
+                             "    port Q[0] of cell top.ff_2 (TRELLIS_FF)",
+                             "ERROR: Found 1 problems in 'check -assert'.")
+
+
+def _yosys_stopping_in_abc9(tmp_path, monkeypatch, full_run: str,
+                            lines: tuple[str, ...] = _ABC9_SILENT_EXIT) -> None:
+    """Make the flow's Yosys a stand-in for YoWASP Yosys 0.70's failures in ABC9 on the full
+    run (the script containing ``full_run``, which goes from memory mapping to the netlist):
+    it prints ``lines`` and exits with status 1 (by default the silent exit inside ABC9);
+    every other Yosys run is the real one."""
     real = fpga.yosys_cmd()
     wrapper = tmp_path / "yosys.py"
     wrapper.write_text(
         "import subprocess, sys\n"
         "args = sys.argv[1:]\n"
         f"if any({full_run!r} in a for a in args):\n"
-        "    print('11.19.14.5. Executing ABC9.')\n"
-        "    print('Running ABC command: \"/yosys-abc\" -s -f x 2>&1', flush=True)\n"
+        f"    print('\\n'.join({list(lines)!r}), flush=True)\n"
         "    raise SystemExit(1)\n"
         f"raise SystemExit(subprocess.call({real!r} + args))\n")
     monkeypatch.setattr(fpga, "yosys_cmd", lambda: [sys.executable, str(wrapper)])
@@ -302,6 +312,27 @@ def test_lut_mapping_falls_back_to_classic_abc_when_abc9_stops(tmp_path, monkeyp
     assert (tmp_path / "out" / "yosys-abc9.log").exists()
     assert "abc -dress -lut 4:7" in (tmp_path / "out" / "yosys.log").read_text()
     assert r.placed and r.fmax_mhz > 0 and r.resources["lut4"] > 0
+
+
+@needs_yosys
+def test_a_netlist_with_conflicting_drivers_is_mapped_again_with_classic_abc(tmp_path,
+                                                                             monkeypatch):
+    # YoWASP Yosys 0.70's ABC9 gave the controller out of context two flip-flops on one net;
+    # the flow's `check -assert` catches that and maps with classic ABC instead.
+    _yosys_stopping_in_abc9(tmp_path, monkeypatch, "-run map_ram:;", _ABC9_CONFLICTING_DRIVERS)
+    cells, _ = fpga.synth_component(_DeepAndShallow(), "top", tmp_path / "out")
+    assert cells.get("CCU2C", 0) > 0 and cells.get("TRELLIS_FF", 0) > 0
+    assert "conflicting drivers" in (tmp_path / "out" / "yosys-abc9.log").read_text()
+    log = (tmp_path / "out" / "yosys.log").read_text()
+    assert "abc -dress -lut 4:7" in log and "check -assert" in log
+
+
+@needs_yosys
+def test_the_netlist_check_passes_on_a_real_netlist(tmp_path):
+    fpga.synth_component(_DeepAndShallow(), "top", tmp_path)
+    log = (tmp_path / "yosys.log").read_text()
+    assert "Executing CHECK pass" in log and "Found and reported 0 problems" in log
+    assert not (tmp_path / "yosys-abc9.log").exists()
 
 
 @needs_nextpnr
