@@ -103,19 +103,24 @@ class RegisteredFIFO(wiring.Component):
             m.submodules.storage = storage = Memory(shape=self.width, depth=n, init=[])
             w_port = storage.write_port()
             r_port = storage.read_port(domain="comb")
-            produce = Signal(range(n))
-            consume = Signal(range(n))
-
-            def incr(ptr):
-                return ptr + 1 if n == 1 << len(ptr) else Mux(ptr == n - 1, 0, ptr + 1)
-
             to_mem = do_write & ~to_head
-            m.d.comb += [w_port.addr.eq(produce), w_port.data.eq(self.w_data),
-                         w_port.en.eq(to_mem), r_port.addr.eq(consume)]
-            with m.If(to_mem):
-                m.d.sync += produce.eq(incr(produce))
+            m.d.comb += [w_port.data.eq(self.w_data), w_port.en.eq(to_mem)]
             with m.If(refill):
-                m.d.sync += [consume.eq(incr(consume)), head_data.eq(r_port.data)]
+                m.d.sync += head_data.eq(r_port.data)
+            if n > 1:
+                # (One entry behind the head needs no pointers: a zero-width register would
+                # reach the Verilog as an ascending range, [-1:0].)
+                produce = Signal(range(n))
+                consume = Signal(range(n))
+
+                def incr(ptr):
+                    return ptr + 1 if n == 1 << len(ptr) else Mux(ptr == n - 1, 0, ptr + 1)
+
+                m.d.comb += [w_port.addr.eq(produce), r_port.addr.eq(consume)]
+                with m.If(to_mem):
+                    m.d.sync += produce.eq(incr(produce))
+                with m.If(refill):
+                    m.d.sync += consume.eq(incr(consume))
 
         with m.If(to_head):
             m.d.sync += head_data.eq(self.w_data)
