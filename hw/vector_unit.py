@@ -47,18 +47,22 @@ class VectorUnit(wiring.Component):
     ``W / L`` beats of ``L = vector_lanes`` lanes (one row per cycle when ``L = W``)::
 
         s0  issue: row addresses from running counters → SRAM read ports
-        s1  read data arrives: operands selected and sign-extended, LUT index → LUT read port,
-            VMASK condition; VTRANS lines and VLUTLD table rows are handled here
-        s2  t = a op b (64-bit exact; VMUL is a 32×32 multiply), LUT entry, mask; or the
-            reducer accumulates; or the divider / square root start (31 / 16 steps)
-        s3  select t, a quotient or a root; 2t shifted by the shift's multiple of 16
-            (``requant_prepare``) → requantiser input register
+        s1  read data arrives: operands selected and sign-extended, VMASK condition; VTRANS
+            lines and VLUTLD table rows are handled here
+        s2  t = a op b (64-bit exact; VMUL is a 32×32 multiply), mask; LUT index → LUT read
+            port; or the reducer accumulates; or the divider / square root start (31 / 16 steps)
+        s3  select t, a LUT entry, a quotient or a root; 2t shifted by the shift's multiple of
+            16 (``requant_prepare``) → requantiser input register
         s4  requantisation sat_T(rshift_round(t, shift)) → write register; the reducer's
             result and VTRANS lines are loaded into the write register directly
         s5  SRAM write (per-lane enables select the beat's lanes)
 
-    s3 has a cycle of its own only for the clock: selecting among three 64-bit sources in front
-    of the requantiser's variable shift and carry chains was the unit's critical path.
+    s3 has a cycle of its own only for the clock: selecting among the 64-bit sources in front
+    of the requantiser's variable shift and carry chains was the unit's critical path. The LUT
+    is read in s2 from the registered operand, not in s1 from the SRAM's output: the SRAM read,
+    the operand select and the clamp in front of the table's block-RAM address were the routed
+    critical path of the ``fpga`` design (docs/fpga.md). Either way its entry reaches s4 at
+    the same cycle, so the timing is unchanged.
 
     Reads of later rows therefore run ahead of writes of earlier rows: a row must not read
     what an earlier row of the same instruction writes (the golden model's race rule). A
@@ -138,11 +142,12 @@ class VectorUnit(wiring.Component):
         is_lutld = op == Opcode.VLUTLD
         is_recip = op == Opcode.VRECIP
         is_isqrt = op == Opcode.VISQRT
+        is_lut = op == Opcode.VLUT
         is_iter = is_recip | is_isqrt
         is_elem = ~(is_red | is_trans | is_lutld)
         binary = ((op == Opcode.VADD) | (op == Opcode.VSUB) | (op == Opcode.VMUL)
                   | (op == Opcode.VMAX) | (op == Opcode.VMIN))
-        has_shift = binary | (op == Opcode.VLUT) | is_iter
+        has_shift = binary | is_lut | is_iter
         src2_vec = binary & (ins.src2.mode == Src2Mode.VEC)
         src2_scalar = binary & (ins.src2.mode == Src2Mode.SCALAR)
         src1_acc = ins.src1.space == Space.ACC
@@ -267,10 +272,6 @@ class VectorUnit(wiring.Component):
             vec_b = _select([row2[b * L + j] for b in range(B)], s1_beat)
             m.d.sync += s2_a[j].eq(a)
             m.d.sync += s2_b[j].eq(Mux(src2_scalar, scalar, Mux(src2_vec, vec_b, ins.imm)))
-            # The table index sat8(a) + 128 goes to the LUT now; the entry arrives in s2.
-            # Adding 128 to an int8 flips its sign bit.
-            a8 = clamp(a, 8)
-            m.d.comb += lut.i_index[j].eq(Cat(a8[:7], ~a8[7]))
             m.d.sync += s2_cond[j].eq(~(s1_rbterm + mask_c[j])[-1])
 
         # VTRANS: the arriving row fills a line of the buffer while the same line of the
@@ -288,6 +289,13 @@ class VectorUnit(wiring.Component):
         # ------------------------------------------------------------------------------------
         # s2: compute.
         m.d.comb += [alu.i_op.eq(op), alu.i_a.eq(s2_a), alu.i_b.eq(s2_b)]
+        # VLUT: the table index sat8(a) + 128 goes to the LUT from the registered operand, and
+        # the entry arrives in s3 (taken from the block RAM's SRAM-read cycle, s1, where the
+        # SRAM read, operand select and clamp in front of the table's address were the
+        # routed critical path). Adding 128 to an int8 flips its sign bit.
+        for j in range(L):
+            a8 = clamp(s2_a[j], 8)
+            m.d.comb += lut.i_index[j].eq(Cat(a8[:7], ~a8[7]))
         min_t = Mux(dst_acc, _INT32_MIN, -128)
         s3_t = Signal(data.ArrayLayout(signed(T_BITS), L))
         s3_valid = Signal()
@@ -298,8 +306,7 @@ class VectorUnit(wiring.Component):
         with m.If(s2_valid):
             m.d.sync += [s3_last.eq(s2_last), s3_beat.eq(s2_beat), s3_dst.eq(s2_dst)]
             for j in range(L):
-                t = Mux(op == Opcode.VLUT, lut.o_data[j],
-                        Mux(op == Opcode.VMASK, Mux(s2_cond[j], min_t, s2_a[j]), alu.o_t[j]))
+                t = Mux(op == Opcode.VMASK, Mux(s2_cond[j], min_t, s2_a[j]), alu.o_t[j])
                 m.d.sync += s3_t[j].eq(t)
         m.d.comb += [
             div.i_start.eq(s2_valid & is_recip), div.i_num.eq(ins.imm), div.i_den.eq(s2_a),
@@ -331,7 +338,8 @@ class VectorUnit(wiring.Component):
             m.d.sync += [s4_last.eq(s3_last), s4_beat.eq(s3_beat), s4_dst.eq(s3_dst),
                          s4_shift.eq(shift3), s4_to_acc.eq(dst_acc)]
             for j in range(L):
-                t3 = Mux(is_recip, div.o_quot[j], Mux(is_isqrt, sqr.o_root[j], s3_t[j]))
+                t3 = Mux(is_recip, div.o_quot[j],
+                         Mux(is_isqrt, sqr.o_root[j], Mux(is_lut, lut.o_data[j], s3_t[j])))
                 m.d.sync += s4_u[j].eq(requant_prepare(t3, shift3))
 
         # ------------------------------------------------------------------------------------
