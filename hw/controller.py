@@ -296,38 +296,55 @@ class Controller(wiring.Component):
 
         # ---------------------------------------------------------------------------------
         # Completions. A store completes once its o_done has pulsed and the channel has issued
-        # every write accepted before that o_done (``tag``). Stores complete in order. At most
-        # one tag is pending at a time: the next store's writes are accepted only once the
-        # port's head register, holding the pending store's last write, has issued it, so that
-        # store's tag is met by the next store's o_done. Stores without writes share the
-        # pending tag, so the pending entry is (tag, count).
+        # every write accepted before that o_done (``tag``, the count of writes accepted before
+        # it). Stores complete in order. The store port holds at most two accepted writes the
+        # channel has not issued (its head and skid registers), so at most two distinct tags
+        # are pending at a time: a pending tag t has wr_iss < t <= wr_acc. Stores without
+        # writes share the youngest pending tag, so each pending entry is (tag, count), oldest
+        # first in entry 0.
         wr_acc = Signal(32)
         wr_iss = Signal(32)
-        pend_n = Signal(cw)
-        pend_tag = Signal(32)
+        pend_n = [Signal(cw, name=f"pend_n{i}") for i in range(2)]
+        pend_tag = [Signal(32, name=f"pend_tag{i}") for i in range(2)]
         si = UNITS.index(Unit.STORE)
         cmd = self.i_dram_cmd
         st_done = self.i_done[si]
-        ok_p = (pend_n != 0) & (wr_iss >= pend_tag)
-        new_ok = st_done & (wr_iss >= wr_acc) & ((pend_n == 0) | ok_p)
+        # ok[i]: entry i is pending and its writes have issued (tags grow: ok[1] implies ok[0]).
+        ok = [(pend_n[i] != 0) & (wr_iss >= pend_tag[i]) for i in range(2)]
+        clear = [(pend_n[i] == 0) | ok[i] for i in range(2)]
+        new_ok = st_done & (wr_iss >= wr_acc) & clear[0] & clear[1]
         comp_n = [Signal(2, name=f"comp_{_NAMES[u]}") for u in UNITS]
         st_comp = Signal(cw)
-        m.d.comb += st_comp.eq(Mux(ok_p, pend_n, 0) + new_ok)
+        m.d.comb += st_comp.eq(Mux(ok[0], pend_n[0], 0) + Mux(ok[1], pend_n[1], 0) + new_ok)
         for i in range(nu):
             if i != si:
                 m.d.comb += comp_n[i].eq(self.i_done[i])
+        # The entries left after this cycle's completions, then the new o_done's tag appended
+        # (to the youngest entry when it has the same tag).
+        left = [Signal(cw, name=f"left_n{i}") for i in range(2)]
+        left_tag = [Signal(32, name=f"left_tag{i}") for i in range(2)]
+        with m.If(~clear[0]):
+            m.d.comb += [left[0].eq(pend_n[0]), left_tag[0].eq(pend_tag[0]),
+                         left[1].eq(pend_n[1]), left_tag[1].eq(pend_tag[1])]
+        with m.Elif(~clear[1]):
+            m.d.comb += [left[0].eq(pend_n[1]), left_tag[0].eq(pend_tag[1])]
         with m.If(start):
-            m.d.sync += [wr_acc.eq(0), wr_iss.eq(0), pend_n.eq(0)]
+            m.d.sync += [wr_acc.eq(0), wr_iss.eq(0), pend_n[0].eq(0), pend_n[1].eq(0)]
         with m.Else():
             m.d.sync += [wr_acc.eq(wr_acc + self.i_store_write),
-                         wr_iss.eq(wr_iss + (cmd.kind == DramCmd.WR))]
+                         wr_iss.eq(wr_iss + (cmd.kind == DramCmd.WR)),
+                         pend_n[0].eq(left[0]), pend_tag[0].eq(left_tag[0]),
+                         pend_n[1].eq(left[1]), pend_tag[1].eq(left_tag[1])]
             with m.If(st_done & ~new_ok):
-                with m.If((pend_n == 0) | ok_p):
-                    m.d.sync += [pend_n.eq(1), pend_tag.eq(wr_acc)]
+                with m.If(left[0] == 0):
+                    m.d.sync += [pend_n[0].eq(1), pend_tag[0].eq(wr_acc)]
+                with m.Elif((left[1] == 0) & (left_tag[0] == wr_acc)):
+                    m.d.sync += pend_n[0].eq(left[0] + 1)
+                with m.Elif(left[1] == 0):
+                    m.d.sync += [pend_n[1].eq(1), pend_tag[1].eq(wr_acc)]
                 with m.Else():
-                    m.d.sync += pend_n.eq(pend_n + 1)
-            with m.Elif(ok_p):
-                m.d.sync += pend_n.eq(0)
+                    # Two tags pending: the new one is the younger (no third is possible).
+                    m.d.sync += pend_n[1].eq(left[1] + 1)
 
         # ---------------------------------------------------------------------------------
         # Dispatch.

@@ -176,7 +176,8 @@ class DramChannel(wiring.Component):
     ports[i]: In(dram_port_signature(cfg))
         Requester ports: ``req`` stream of column requests (column address, write, data, byte
         mask), ``rsp`` stream of read data in request order. ``req.ready`` is high while the
-        port's head register is free (or frees this cycle) and PIM does not hold the channel.
+        port's skid register (one request waiting behind the head) is empty and PIM does not
+        hold the channel; it depends on registers only.
     host: In(host_signature(cfg))
         Backdoor for loading images and reading results while the channel is idle: it shares
         each bank's one read and one write port with the scheduler and takes them, so a column
@@ -259,10 +260,15 @@ class DramChannel(wiring.Component):
         # ---------------------------------------------------------------------------------
         # Port heads.
         hv = Signal(P)
-        head = [Signal(data.StructLayout({
+        head_layout = data.StructLayout({
             "bank": range(B), "row": len(crow), "col": max(cb, 1), "write": 1,
-            "wdata": col_word_layout(cfg), "wmask": cfg.col_bytes}), name=f"head{p}")
-            for p in range(P)]
+            "wdata": col_word_layout(cfg), "wmask": cfg.col_bytes})
+        head = [Signal(head_layout, name=f"head{p}") for p in range(P)]
+        # Behind each head, a skid register: a request accepted while the head waits. A port
+        # is ready while its skid register is empty, which is a register, so no requester's
+        # next state waits for the scheduler's decision (see ``ready`` below).
+        sv = Signal(P)
+        skid = [Signal(head_layout, name=f"skid{p}") for p in range(P)]
         age = [Signal(range(self.starve_limit + 1), name=f"age{p}") for p in range(P)]
         depth = rsp_depth(cfg)
         pend_rsp = [Signal(range(depth + 1), name=f"pend_rsp{p}") for p in range(P)]
@@ -546,16 +552,37 @@ class DramChannel(wiring.Component):
             issued = col_go[p]
             popped = port.rsp.valid & port.rsp.ready
             m.d.sync += pend_rsp[p].eq(pend_rsp[p] + (rd_issue & (cport == p)) - popped)
-            m.d.comb += port.req.ready.eq(~hold & (~hv[p] | issued))
+            # Ready while the skid register is empty: from registers only. (It used to be "the
+            # head is free or its column command issues this cycle", which ran the whole
+            # scheduling decision into every requester's next state: on an FPGA the load
+            # port's head, the row compare, the store port's ready and the store engine's
+            # column walker were one path across the device, docs/fpga.md.) A request
+            # accepted while the head is taken waits in the skid register and becomes the head
+            # in the cycle after the head's column command, as a request accepted in that
+            # command's cycle did before; so the heads, and with them the commands, are as
+            # before for a requester that keeps ``valid`` high, and only the handshakes come
+            # earlier.
+            accept = Signal(name=f"accept{p}")
+            head_free = ~hv[p] | issued
+            m.d.comb += [port.req.ready.eq(~hold & ~sv[p]),
+                         accept.eq(port.req.valid & port.req.ready)]
+            bank, row, col = self._split(port.req.payload.addr)
+            arriving = Signal(head_layout, name=f"arriving{p}")
+            m.d.comb += [arriving.bank.eq(bank), arriving.row.eq(row),
+                         arriving.col.eq(col if cb else 0),
+                         arriving.write.eq(port.req.payload.write),
+                         arriving.wdata.eq(port.req.payload.wdata),
+                         arriving.wmask.eq(port.req.payload.wmask)]
+            with m.If(sv[p] & head_free):
+                m.d.sync += [sv[p].eq(0), h.eq(skid[p])]
+            with m.Elif(accept & head_free):
+                m.d.sync += h.eq(arriving)
+            with m.Elif(accept):
+                m.d.sync += [sv[p].eq(1), skid[p].eq(arriving)]
             # ``urgent`` is kept as a register next to ``age`` rather than compared from it,
             # which takes the comparison off the scheduler's path to the command.
-            with m.If(port.req.valid & port.req.ready):
-                bank, row, col = self._split(port.req.payload.addr)
-                m.d.sync += [hv[p].eq(1), age[p].eq(0), urgent[p].eq(0), h.bank.eq(bank),
-                             h.row.eq(row), h.col.eq(col if cb else 0),
-                             h.write.eq(port.req.payload.write),
-                             h.wdata.eq(port.req.payload.wdata),
-                             h.wmask.eq(port.req.payload.wmask)]
+            with m.If(head_free & (sv[p] | accept)):
+                m.d.sync += [hv[p].eq(1), age[p].eq(0), urgent[p].eq(0)]
             with m.Elif(issued):
                 m.d.sync += [hv[p].eq(0), urgent[p].eq(0)]
             with m.Elif(hv[p] & ~urgent[p]):

@@ -28,9 +28,11 @@ Public API (stable; the cycle model and the DMA timing call it)
     simulate until its column command issues and return the cycle its data have moved (read:
     the cycle ``rsp.valid`` rises; write: the cycle after its burst). Successive calls model a
     requester that keeps ``valid`` high: a request presented at or before the previous one's
-    column command is accepted in that cycle.
-``Request``: ``accept``, ``issue`` (column command cycle), ``done``; ``PimOp``: ``accept``,
-``start``, ``done`` (the cycle ``o_done`` is high).
+    column command waits in the port's skid register (accepted when presented, or the cycle
+    after the previous acceptance) and becomes the head the cycle after that command.
+``Request``: ``accept``, ``head`` (its first cycle as the port's head: a request accepted
+while the head waits sits in the port's skid register until then), ``issue`` (column command
+cycle), ``done``; ``PimOp``: ``accept``, ``start``, ``done`` (the cycle ``o_done`` is high).
 ``trace``: ``[(cycle, kind, bank, row, col), ...]`` of every command, ``kind`` one of ACT, PRE,
 RD, WR, REF, MAC (per-bank PIM column reads); the same format as
 :mod:`~llmaccel.sim.golden.dram_monitor` checks. ``stats``: counts of commands, row hits/misses.
@@ -95,6 +97,7 @@ class Request:
     col: int
     write: bool
     accept: int | None = None
+    head: int | None = None         # first cycle as its port's head (after the skid register)
     issue: int | None = None
     done: int | None = None
 
@@ -141,6 +144,7 @@ class _Engine:
 class _Port:
     queue: deque = field(default_factory=deque)
     head: Request | None = None
+    skid: Request | None = None      # accepted while the head waits; the next head
     head_start: int = 0
     last_accept: int = -1
     freed_at: int = -1
@@ -222,9 +226,11 @@ class DramModel:
         return self.request(now, bank, row, write, col).done
 
     def _late_accept(self, p: int) -> None:
-        # A request presented in a cycle the model has already simulated is accepted there if
-        # the port was ready (its head issued in the last simulated cycle and nothing else was
-        # waiting): the RTL would have taken it in that cycle.
+        # A request presented in a cycle the model has already simulated, behind a head that
+        # issued in the last simulated cycle with nothing else waiting (``column``'s
+        # successive calls): the RTL took it into the skid register as soon as it was
+        # presented (the skid was empty; PIM is assumed not to have held the channel in
+        # between) and made it the head from the cycle after that column command.
         port = self.ports[p]
         last = self.now - 1
         if last < 0 or port.head is not None or port.freed_at != last or len(port.queue) != 1:
@@ -233,9 +239,9 @@ class DramModel:
         if max(r.present, port.last_accept + 1) > last or self._hold_last:
             return
         port.queue.popleft()
-        r.accept = last
-        port.last_accept = last
-        port.head, port.head_start = r, last + 1
+        r.accept = max(r.present, port.last_accept + 1)
+        port.last_accept = r.accept
+        port.head, port.head_start, r.head = r, last + 1, last + 1
 
     # ---------------------------------------------------------------------------------------
     def _busy(self, t: int) -> bool:
@@ -245,7 +251,7 @@ class DramModel:
         return self.cmd is not None or self.outstanding > 0 or self._busy(t)
 
     def _pending(self) -> bool:
-        if any(p.queue or p.head is not None for p in self.ports):
+        if any(p.queue or p.head is not None or p.skid is not None for p in self.ports):
             return True
         if self.pim_queue or self.cmd is not None or self.mac_ops:
             return True
@@ -464,14 +470,26 @@ class DramModel:
             self.cmd = pim_accept
 
         # --- ports: acceptance -----------------------------------------------------------------
+        # A port is ready while its skid register is empty (at the start of the cycle) and PIM
+        # does not hold the channel. A head freed this cycle (or empty) takes the skid's request
+        # or else the one accepted now, from the next cycle; a request accepted while the head
+        # stays waits in the skid register.
         for p in self.ports:
-            if p.queue and not hold and p.head is None:
+            ready = p.skid is None and not hold
+            if p.skid is not None and p.head is None:
+                p.head, p.head_start, p.skid = p.skid, t + 1, None
+                p.head.head = t + 1
+                acted = True
+            if p.queue and ready:
                 r = p.queue[0]
                 if max(r.present, p.last_accept + 1) <= t:
                     p.queue.popleft()
                     r.accept = t
                     p.last_accept = t
-                    p.head, p.head_start = r, t + 1
+                    if p.head is None:
+                        p.head, p.head_start, r.head = r, t + 1, t + 1
+                    else:
+                        p.skid = r
                     acted = True
 
         # --- ownership (registered: from the heads and bus state at the start of cycle t) ------

@@ -363,6 +363,30 @@ def test_gather_fence_and_waits(seed):
     ), data={0x1000: _bytes(rng, 512)}, acc=acc)
 
 
+def test_a_store_completes_on_its_own_writes_behind_a_waiting_write(seed):
+    """Two one-write stores back to back, the first a row miss: the second's write waits in
+    the channel's skid register while the first's is the store port's head, so the second's
+    o_done comes before the first's write has issued. Each store completes only once its own
+    writes have issued (two tags pending in the controller), so the load that waits for the
+    stores reads what the second wrote, in the model's cycles."""
+    rng = np.random.default_rng(seed)
+    a = CFG.dram_addr
+    sp = np.zeros(CFG.sp_bytes, np.int8)
+    sp[:64] = rng.integers(-128, 128, 64)
+    check_program(CFG, _asm(
+        f"dma_load space=sp dram_addr={a(0, 1, 0)} dram_stride=4 sram_addr=128 sram_stride=4 "
+        "rows=1 len=4",
+        f"dma_store space=sp dram_addr={a(0, 3, 0)} dram_stride=4 sram_addr=0 sram_stride=4 "
+        "rows=1 len=4 wait=load",
+        f"dma_store space=sp dram_addr={a(1, 2, 0)} dram_stride=4 sram_addr=32 sram_stride=4 "
+        "rows=1 len=4",
+        f"dma_load space=sp dram_addr={a(1, 2, 0)} dram_stride=4 sram_addr=64 sram_stride=4 "
+        "rows=1 len=4 wait=store",
+        "halt",
+    ), data={a(0, 1, 0): _bytes(rng, 32), a(1, 2, 0): _bytes(rng, 32)}, sp=sp,
+        image_size=CFG.dram_addr(1, 3, 0))
+
+
 def _illegal(opcode: int) -> bytes:
     return bytes([opcode]) + bytes(31)
 
