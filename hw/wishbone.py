@@ -40,10 +40,13 @@ def wishbone_signature(addr_width: int = WB_ADDR_WIDTH) -> wiring.Signature:
 class Wishbone(wiring.Component):
     """Register block of the accelerator on a Wishbone classic slave port.
 
-    Every access takes two cycles: in the cycle ``cyc & stb`` is first seen the access is
-    performed (a write takes effect, a memory read is issued), and ``ack`` is high in the next
-    cycle with ``dat_r``. A new access may start in the cycle after ``ack``. Unmapped addresses
-    read as zero and ignore writes. Writes to read/write registers honour ``sel``.
+    A register access takes two cycles: in the cycle ``cyc & stb`` is first seen the access is
+    performed (a register write takes effect), and ``ack`` is high in the next cycle with
+    ``dat_r``. A MEM_DATA access takes three: it is registered in the first cycle, performed
+    from those registers in the second (a memory write takes effect, a memory read is
+    issued), and acknowledged in the third. A new access may start in the cycle after ``ack``.
+    Unmapped addresses read as zero and ignore writes. Writes to read/write registers honour
+    ``sel``.
 
     Registers (hw/regs.py): ID, CTRL (bit 0 START, bit 1 CLEAR_COUNTERS), STATUS, ERROR,
     ERROR_PC, PROG_BASE, WATCHDOG, CONFIG, MEM_SEL, MEM_ADDR, MEM_DATA, counters. A counter is
@@ -110,8 +113,13 @@ class Wishbone(wiring.Component):
 
         ack = Signal()
         go = Signal()
-        m.d.comb += [go.eq(bus.cyc & bus.stb & ~ack), bus.ack.eq(ack)]
-        m.d.sync += ack.eq(go)
+        # A MEM_DATA access is registered in the cycle it is seen (``m_act`` and the ``m_*``
+        # fields) and performed from those registers in the next, then acknowledged: on the
+        # FPGA the bus master's state, the decode and the memories' address multiplexers into
+        # every DRAM bank's block RAM were one path across the device (docs/fpga.md).
+        m_act = Signal()
+        m.d.comb += [go.eq(bus.cyc & bus.stb & ~ack & ~m_act), bus.ack.eq(ack)]
+        m.d.sync += ack.eq((go & ~(bus.adr == (Reg.MEM_DATA >> 2))) | m_act)
         wr = go & bus.we
         rd = go & ~bus.we
 
@@ -144,46 +152,58 @@ class Wishbone(wiring.Component):
             m.d.sync += mem_addr.eq(update(mem_addr))
         with m.Elif(mem_go):
             m.d.sync += mem_addr.eq(mem_addr + step)
-        is_dram = mem_sel == HostMem.DRAM
-        is_sp = mem_sel == HostMem.SP
-        is_acc = mem_sel == HostMem.ACC
-        cb = cfg.col_bytes
-        col_bits = (cfg.dram_bytes // cb - 1).bit_length()
-        word_in_col = mem_addr[2:5]
-        lane = mem_addr[:lw] if lw else 0
-        row = mem_addr[lw:]
         # Compared in full rather than truncated to the column address: the top of DRAM need
         # not be a power of two (AccelConfig.bank_rows), and no address may wrap around.
         # Closed while a program runs: the backdoor would take the banks' ports from the
         # scheduler (a host read in a cycle with a column command would hand the command the
         # host's column, a host write would clobber the command's write).
         in_dram = (mem_addr < cfg.dram_bytes) & (self.i_status != Status.RUNNING)
+        in_sp = mem_addr < cfg.sp_bytes
+        in_acc = mem_addr < cfg.acc_elems
+        # The access as seen, performed in the next cycle (``m_act``).
+        m_we = Signal()
+        m_addr = Signal(32)
+        m_data = Signal(32)
+        m_bsel = Signal(4)
+        m_sel = Signal(2)
+        m_dram = Signal()                    # in range, per memory
+        m_sp = Signal()
+        m_acc = Signal()
+        m.d.sync += m_act.eq(mem_go)
+        with m.If(mem_go):
+            m.d.sync += [m_we.eq(bus.we), m_addr.eq(mem_addr), m_data.eq(bus.dat_w),
+                         m_bsel.eq(bus.sel), m_sel.eq(mem_sel),
+                         m_dram.eq((mem_sel == HostMem.DRAM) & in_dram),
+                         m_sp.eq((mem_sel == HostMem.SP) & in_sp),
+                         m_acc.eq((mem_sel == HostMem.ACC) & in_acc)]
+        m_wr = m_act & m_we
+        m_rd = m_act & ~m_we
+        cb = cfg.col_bytes
+        col_bits = (cfg.dram_bytes // cb - 1).bit_length()
+        word_in_col = m_addr[2:5]
+        lane = m_addr[:lw] if lw else 0
+        row = m_addr[lw:]
         dh = self.dram
         m.d.comb += [
-            dh.addr.eq(mem_addr[5:5 + col_bits]),
-            dh.re.eq(mem_go & ~bus.we & is_dram & in_dram),
-            dh.we.eq(mem_go & bus.we & is_dram & in_dram),
-            dh.wmask.eq(bus.sel << (word_in_col * 4)),
+            dh.addr.eq(m_addr[5:5 + col_bits]),
+            dh.re.eq(m_rd & m_dram),
+            dh.we.eq(m_wr & m_dram),
+            dh.wmask.eq(m_bsel << (word_in_col * 4)),
         ]
         for k in range(cb // 4):
             for i in range(4):
-                m.d.comb += dh.wdata[4 * k + i].eq(bus.dat_w[8 * i:8 * i + 8])
-        in_sp = mem_addr < cfg.sp_bytes
-        in_acc = mem_addr < cfg.acc_elems
-        is_sp = is_sp & in_sp
-        is_acc = is_acc & in_acc
-        m.d.comb += [self.sp_rd.addr.eq(row), self.sp_rd.en.eq(mem_go & ~bus.we & is_sp),
+                m.d.comb += dh.wdata[4 * k + i].eq(m_data[8 * i:8 * i + 8])
+        m.d.comb += [self.sp_rd.addr.eq(row), self.sp_rd.en.eq(m_rd & m_sp),
                      self.sp_wr.addr.eq(row)]
         for j in range(W):
-            m.d.comb += self.sp_wr.data[j].eq(bus.dat_w.word_select(j % 4, 8))
-            in_word = (mem_addr[2:lw] == (j >> 2)) if W > 4 else 1
-            m.d.comb += self.sp_wr.en[j].eq(mem_go & bus.we & is_sp & in_word & bus.sel[j % 4])
-        m.d.comb += [self.acc_rd.addr.eq(row), self.acc_rd.en.eq(mem_go & ~bus.we & is_acc),
+            m.d.comb += self.sp_wr.data[j].eq(m_data.word_select(j % 4, 8))
+            in_word = (m_addr[2:lw] == (j >> 2)) if W > 4 else 1
+            m.d.comb += self.sp_wr.en[j].eq(m_wr & m_sp & in_word & m_bsel[j % 4])
+        m.d.comb += [self.acc_rd.addr.eq(row), self.acc_rd.en.eq(m_rd & m_acc),
                      self.acc_wr.addr.eq(row)]
         for j in range(W):
-            m.d.comb += [self.acc_wr.data[j].eq(bus.dat_w),
-                         self.acc_wr.en[j].eq(mem_go & bus.we & is_acc & (lane == j)
-                                              & (bus.sel != 0))]
+            m.d.comb += [self.acc_wr.data[j].eq(m_data),
+                         self.acc_wr.en[j].eq(m_wr & m_acc & (lane == j) & (m_bsel != 0))]
 
         # ---- read data ------------------------------------------------------------------
         cnt = self.i_counters
@@ -213,10 +233,8 @@ class Wishbone(wiring.Component):
         r_sel = Signal(2)
         r_addr = Signal(5)
         r_in_range = Signal()
-        m.d.sync += [rdata.eq(reg_val), mem_rd.eq(mem_go & ~bus.we), r_sel.eq(mem_sel),
-                     r_addr.eq(mem_addr[:5]),
-                     r_in_range.eq(Mux(is_dram, in_dram, Mux(mem_sel == HostMem.SP, in_sp,
-                                                              in_acc)))]
+        m.d.sync += [rdata.eq(reg_val), mem_rd.eq(m_rd), r_sel.eq(m_sel),
+                     r_addr.eq(m_addr[:5]), r_in_range.eq(m_dram | m_sp | m_acc)]
         dram_word = Signal(32)
         m.d.comb += dram_word.eq(dh.rdata.as_value().word_select(r_addr[2:5], 32))
         sp_word = Signal(32)
