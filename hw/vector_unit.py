@@ -290,9 +290,10 @@ class VectorUnit(wiring.Component):
         # s2: compute.
         m.d.comb += [alu.i_op.eq(op), alu.i_a.eq(s2_a), alu.i_b.eq(s2_b)]
         # VLUT: the table index sat8(a) + 128 goes to the LUT from the registered operand, and
-        # the entry arrives in s3 (taken from the block RAM's SRAM-read cycle, s1, where the
-        # SRAM read, operand select and clamp in front of the table's address were the
-        # routed critical path). Adding 128 to an int8 flips its sign bit.
+        # the entry arrives in s3. (It used to go in s1, straight from the SRAM's output: the
+        # SRAM read, the operand select and the clamp in front of the table's block-RAM address
+        # were the fpga design's routed critical path.) Adding 128 to an int8 flips its sign
+        # bit.
         for j in range(L):
             a8 = clamp(s2_a[j], 8)
             m.d.comb += lut.i_index[j].eq(Cat(a8[:7], ~a8[7]))
