@@ -145,7 +145,6 @@ class _Port:
     queue: deque = field(default_factory=deque)
     head: Request | None = None
     skid: Request | None = None      # accepted while the head waits; the next head
-    head_start: int = 0
     last_accept: int = -1
     freed_at: int = -1
 
@@ -241,7 +240,7 @@ class DramModel:
         port.queue.popleft()
         r.accept = max(r.present, port.last_accept + 1)
         port.last_accept = r.accept
-        port.head, port.head_start, r.head = r, last + 1, last + 1
+        port.head, r.head = r, last + 1
 
     # ---------------------------------------------------------------------------------------
     def _busy(self, t: int) -> bool:
@@ -284,7 +283,7 @@ class DramModel:
             if p.queue:
                 cands.append(max(p.queue[0].present, p.last_accept + 1))
             if p.head is not None:
-                cands.append(p.head_start + self.starve_limit)
+                cands.append(p.head.head + self.starve_limit)
         if self.pim_queue:
             cands.append(max(self.pim_queue[0].present, self.pim_last_accept + 1))
         if self.walk is not None:
@@ -477,7 +476,7 @@ class DramModel:
         for p in self.ports:
             ready = p.skid is None and not hold
             if p.skid is not None and p.head is None:
-                p.head, p.head_start, p.skid = p.skid, t + 1, None
+                p.head, p.skid = p.skid, None
                 p.head.head = t + 1
                 acted = True
             if p.queue and ready:
@@ -487,7 +486,7 @@ class DramModel:
                     r.accept = t
                     p.last_accept = t
                     if p.head is None:
-                        p.head, p.head_start, r.head = r, t + 1, t + 1
+                        p.head, r.head = r, t + 1
                     else:
                         p.skid = r
                     acted = True
@@ -508,8 +507,7 @@ class DramModel:
         heads = [p.head for p in ports]
         hit = [h is not None and banks[h.bank].is_open and banks[h.bank].row == h.row
                for h in heads]
-        urgent = [h is not None and t - p.head_start >= self.starve_limit
-                  for h, p in zip(heads, ports, strict=True)]
+        urgent = [h is not None and t - h.head >= self.starve_limit for h in heads]
         P = len(ports)
         if self.owner is not None:
             sel = self.owner
