@@ -215,22 +215,29 @@ class PimUnit(wiring.Component):
         stage_chunk = Signal(len(self.pim.gb_wr.addr) + 1)
         flush = Signal()
         m.d.sync += flush.eq(p1_valid & p1_last & ~is_read)
+        # Which lanes of the row hold SP[s : s + len], and where lane 0 goes, depend on the row
+        # number alone: they are computed in the issue cycle and registered beside the read
+        # (FPGA timing: their comparators and adders used to sit between the block RAM's data
+        # and the chunk write).
         row_elem0 = Signal(len(row) + wb + 1)
-        m.d.comb += row_elem0.eq(p1_row << wb if wb else p1_row)
+        m.d.comb += row_elem0.eq(row << wb if wb else row)
         lane_mask = Signal(W)
         for lane in range(W):
             e = row_elem0 + lane
-            m.d.comb += lane_mask[lane].eq((e >= s_addr) & (e < s_addr + length))
-        # Destination byte of lane 0: row_elem0 - s + a, relative to the staged chunk.
-        dest0 = Signal(signed(len(row_elem0) + len(gb_base) + 2))
-        m.d.comb += dest0.eq(row_elem0 - s_addr + gb_base)
+            m.d.sync += lane_mask[lane].eq((e >= s_addr) & (e < s_addr + length))
+        # Window position of lane 0, plus W so that it is never negative (the first row's
+        # lanes before sram_addr may lie before the first chunk): lane 0's destination byte
+        # row_elem0 - s + a, relative to the staged chunk. That lies in [0, 2 CB + 2 W), so
+        # it is exact modulo 2 ** len(shift); only the chunk's low bits are subtracted in
+        # stage 1.
+        shift = Signal(range(2 * CB + 2 * W))
+        k = len(shift)
+        dest_w = Signal(k)                   # row_elem0 - s + a + W, modulo 2 ** k
+        m.d.sync += dest_w.eq((row_elem0 - s_addr + gb_base + W)[:k])
         staged = Signal()                    # a chunk is staged (false before the first row)
         base_chunk = Signal.like(stage_chunk)
         m.d.comb += base_chunk.eq(Mux(staged, stage_chunk, gb_base >> 5))
-        # Window position of lane 0, plus W so that it is never negative (the first row's
-        # lanes before sram_addr may lie before the first chunk).
-        shift = Signal(range(2 * CB + 2 * W))
-        m.d.comb += shift.eq(dest0 - (base_chunk << 5) + W)
+        m.d.comb += shift.eq((dest_w - (base_chunk[:k - 5] << 5))[:k])
         sp_bytes = Signal(8 * W)
         m.d.comb += sp_bytes.eq(self.sp_rd.data.as_value())
         win_data = Signal(16 * CB)
