@@ -347,5 +347,9 @@ class BoardBackend(RtlBackend):
     def ticks(self) -> int:
         return self._cycles
 
+    def idle(self, cycles: int) -> None:
+        raise BoardError("a board cannot wait for a DRAM refresh phase: its host does not see "
+                         "the core's clock (leave refresh_phase unset)")
+
     def close(self) -> None:
         self.transport.close()

@@ -21,9 +21,28 @@ from llmaccel.hw.config import AccelConfig
 from llmaccel.hw.errors import LlmaccelError
 from llmaccel.hw.isa import ErrorCode
 
-__all__ = ["BACKENDS", "Backend", "BackendRun", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendRun", "bench_refresh_phase", "get_backend",
+           "refresh_aligned"]
 
 BACKENDS = ("golden", "amaranth", "verilator", "icarus")
+
+
+def refresh_aligned(cfg: AccelConfig, t: int, phase: int) -> int:
+    """The first cycle ≥ ``t`` that lies ``phase`` cycles after a DRAM refresh falls due.
+
+    The channel's refresh runs from reset: one falls due every ``tREFI`` cycles, counted from
+    cycle 0 (the first after reset)."""
+    tm = cfg.timing
+    if not 0 <= phase < tm.tREFI:
+        raise ValueError(f"a refresh phase lies in 0..{tm.tREFI - 1} (tREFI), not {phase}")
+    k = max(0, -(-(t - phase) // tm.tREFI))
+    return k * tm.tREFI + phase
+
+
+def bench_refresh_phase(cfg: AccelConfig) -> int:
+    """The refresh phase benchmarks start their runs at: ``tRFC + 64`` cycles after a refresh
+    falls due, so the refresh is over and a run shorter than about tREFI − tRFC sees none."""
+    return cfg.timing.tRFC + 64
 
 
 @dataclass
@@ -48,6 +67,10 @@ class Backend(ABC):
     """One simulated accelerator instance."""
 
     name = "abstract"
+    #: When set, the host waits before every run until this many cycles after a DRAM refresh
+    #: falls due (:func:`refresh_aligned`), so a run's cycles do not depend on how long the
+    #: host's loads before it took. ``None`` (the default): a run starts when the host is ready.
+    refresh_phase: int | None = None
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
@@ -76,16 +99,24 @@ class Backend(ABC):
         """Release simulator resources."""
 
 
-def get_backend(name: str, cfg: AccelConfig, **kwargs) -> Backend:
-    """Construct a backend by name; a clear error names the missing tool or unknown name."""
+def get_backend(name: str, cfg: AccelConfig, *, refresh_phase: int | None = None,
+                **kwargs) -> Backend:
+    """Construct a backend by name; a clear error names the missing tool or unknown name.
+
+    ``refresh_phase`` sets :attr:`Backend.refresh_phase` (checked against ``tREFI``)."""
+    if refresh_phase is not None:
+        refresh_aligned(cfg, 0, refresh_phase)       # range check before a slow build
     if name == "golden":
         from .golden import GoldenBackend  # noqa: PLC0415
-        return GoldenBackend(cfg, **kwargs)
-    if name in ("amaranth", "verilator", "icarus"):
+        be = GoldenBackend(cfg, **kwargs)
+    elif name in ("amaranth", "verilator", "icarus"):
         try:
             from . import rtl  # noqa: PLC0415
         except ImportError as e:
             raise LlmaccelError(f"the {name} backend needs the RTL top level, which is not "
                                 f"built yet ({e})") from None
-        return rtl.make_backend(name, cfg, **kwargs)
-    raise LlmaccelError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        be = rtl.make_backend(name, cfg, **kwargs)
+    else:
+        raise LlmaccelError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    be.refresh_phase = refresh_phase
+    return be

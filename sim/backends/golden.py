@@ -10,7 +10,7 @@ from llmaccel.hw.config import AccelConfig
 from llmaccel.sim.golden.isa_sim import GoldenMachine
 from llmaccel.sim.golden.system_model import SystemModel
 
-from . import Backend, BackendRun
+from . import Backend, BackendRun, refresh_aligned
 
 __all__ = ["GoldenBackend"]
 
@@ -25,7 +25,8 @@ class GoldenBackend(Backend):
     to run, as in the hardware. The RTL's DRAM refresh runs from reset, so its cycle counts
     depend on when the host writes START; pass ``start_cycles`` (the RTL backend reports each
     run's in ``BackendRun.start_cycle``) to predict an RTL session exactly, otherwise each run is
-    assumed to start ``HOST_GAP`` cycles after the previous one ended.
+    assumed to start ``HOST_GAP`` cycles after the previous one ended (with
+    :attr:`~llmaccel.sim.backends.Backend.refresh_phase` set, at that phase's next cycle after).
 
     ``check_races`` (default on) proves every program race-free as it runs.
     """
@@ -56,7 +57,12 @@ class GoldenBackend(Backend):
         self.machine.acc[addr:addr + v.size] = v
 
     def run(self, base: int, *, max_cycles: int | None = None) -> BackendRun:
-        start = next(self._starts) if self._starts is not None else self._now + HOST_GAP
+        if self._starts is not None:
+            start = next(self._starts)
+        elif self.refresh_phase is not None:
+            start = refresh_aligned(self.cfg, self._now + HOST_GAP, self.refresh_phase)
+        else:
+            start = self._now + HOST_GAP
         program = self.machine.dram.copy()       # what the controller fetches from
         res = self.machine.run(base, max_instructions=self.max_instructions, trace=True)
         rep = self.model.run(res, start_cycle=start, base=base, program=program)

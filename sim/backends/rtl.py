@@ -63,7 +63,7 @@ from llmaccel.sim.tools import (
     verilog_of,
 )
 
-from . import Backend, BackendRun
+from . import Backend, BackendRun, refresh_aligned
 
 __all__ = [
     "DEFAULT_MAX_CYCLES",
@@ -272,6 +272,10 @@ class RtlBackend(Backend):
     def ticks(self) -> int:
         """Clock cycles simulated so far (bus transfers included)."""
 
+    @abstractmethod
+    def idle(self, cycles: int) -> None:
+        """Clock ``cycles`` cycles with the bus idle."""
+
     # Memories --------------------------------------------------------------------------------
     def mem_write(self, sel: HostMem, addr: int, words: np.ndarray) -> None:
         words = np.ascontiguousarray(words, dtype=np.uint32)
@@ -382,6 +386,9 @@ class RtlBackend(Backend):
         if not 0 < limit < 1 << 32:
             raise ValueError(f"max_cycles must be in 1..2**32-1, not {limit!r}")
         t0 = time.perf_counter()
+        if self.refresh_phase is not None:
+            now = self.ticks - self.RESET_TICKS
+            self.idle(refresh_aligned(self.cfg, now, self.refresh_phase) - now)
         self.reg_write(Reg.PROG_BASE, base)
         self.reg_write(Reg.WATCHDOG, limit)
         self.reg_write(Reg.CTRL, CTRL_CLEAR_COUNTERS)
@@ -1107,6 +1114,10 @@ class IcarusBackend(RtlBackend):
         ans = self._command(f"X {limit:x}")
         return int(ans[0])
 
+    def idle(self, cycles: int) -> None:
+        if cycles > 0:
+            self._command(f"T {cycles:x}")
+
     @property
     def ticks(self) -> int:
         return int(self._command("K")[0])
@@ -1260,6 +1271,11 @@ class AmaranthBackend(RtlBackend):
         ctx.set(s["stb"], 0)
         ctx.set(s["we"], 0)
         return int(rdata)
+
+    def idle(self, cycles: int) -> None:
+        if cycles > 0:
+            self._ensure()
+            self._call(self._idle_job(cycles))
 
     def _idle_job(self, n):
         async def job(ctx):

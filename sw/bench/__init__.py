@@ -15,11 +15,12 @@ in docs/performance.md with the command, the machine and the date.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import pkgutil
 from pathlib import Path
 
-__all__ = ["available", "load"]
+__all__ = ["add_refresh_phase_argument", "available", "load", "refresh_phase"]
 
 
 def available() -> list[str]:
@@ -34,3 +35,34 @@ def load(name: str):
         raise LlmaccelError(f"unknown benchmark {name!r}; choose one of "
                             f"{', '.join(available()) or '(none yet)'}")
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def add_refresh_phase_argument(parser: argparse.ArgumentParser) -> None:
+    """``--refresh-phase``: where in the DRAM refresh interval every run starts."""
+    parser.add_argument(
+        "--refresh-phase", default="bench", metavar="CYCLES|bench|free",
+        help="start every program this many cycles after a DRAM refresh falls due, the host "
+             "idling until then, so the figures do not move with how long the host's loads "
+             "took; 'bench' (default): tRFC + 64, as bench pimgemm; 'free': start as soon as "
+             "the host is ready")
+
+
+def refresh_phase(args: argparse.Namespace, cfg) -> int | None:
+    """The ``--refresh-phase`` of ``args`` for ``cfg`` in cycles (None for 'free')."""
+    from llmaccel.hw.errors import LlmaccelError  # noqa: PLC0415
+    from llmaccel.sim.backends import bench_refresh_phase  # noqa: PLC0415
+
+    v = str(args.refresh_phase)
+    if v == "free":
+        return None
+    if v == "bench":
+        return bench_refresh_phase(cfg)
+    try:
+        phase = int(v, 0)
+    except ValueError:
+        raise LlmaccelError(f"--refresh-phase takes a cycle count, 'bench' or 'free', not "
+                            f"{v!r}") from None
+    if not 0 <= phase < cfg.timing.tREFI:
+        raise LlmaccelError(f"--refresh-phase {phase} is outside 0..{cfg.timing.tREFI - 1} "
+                            f"(tREFI of config {cfg.name!r})")
+    return phase

@@ -11,12 +11,19 @@ The peer comparison is tiny-NPU's published 5,453,250 cycles for 5 prompt + 10 g
 of a GPT-2 with d 64, 4 layers and vocab 256 (~0.36 M cycles per token): the same workload
 (5 prompt bytes, 10 new tokens) runs on ``large`` and its cycles per token and the ratio are
 reported. Tokens are checked against the golden backend; a mismatch fails the benchmark.
+
+Every program (each prefill chunk, each decode step) starts at the same DRAM refresh phase,
+``tRFC + 64`` cycles after a refresh falls due (``--refresh-phase``), so the figures do not move
+with how many cycles the host's loads before it took; ``--refresh-phase free`` starts each one
+as soon as the host is ready, as ``llmaccel generate`` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+
+from . import add_refresh_phase_argument, refresh_phase
 
 DESCRIPTION = ("tiny GPT end to end on Verilator: prefill/decode cycles vs the cycle model and "
                "the decode bound; the large preset against tiny-NPU")
@@ -34,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=8, help="new tokens")
     p.add_argument("--backend", default="verilator", help="RTL backend (default: %(default)s)")
     p.add_argument("--no-peer", action="store_true", help="skip the tiny-NPU workload")
+    add_refresh_phase_argument(p)
 
 
 def _isa_only(cfg):
@@ -49,7 +57,8 @@ def _isa_only(cfg):
     return IsaOnly(cfg)
 
 
-def _measure(cfg, q, prompt: list[int], n: int, backend_name: str) -> dict:
+def _measure(cfg, q, prompt: list[int], n: int, backend_name: str,
+             phase: int | None = None) -> dict:
     from llmaccel.sim.backends import get_backend  # noqa: PLC0415
     from llmaccel.sim.backends.golden import GoldenBackend  # noqa: PLC0415
     from llmaccel.sw.bench.model import decode_lower_bound  # noqa: PLC0415
@@ -58,7 +67,7 @@ def _measure(cfg, q, prompt: list[int], n: int, backend_name: str) -> dict:
 
     c = CompiledGPT(q, cfg)
     t0 = time.perf_counter()
-    be = get_backend(backend_name, cfg)
+    be = get_backend(backend_name, cfg, refresh_phase=phase)
     build = time.perf_counter() - t0
     try:
         got = Generator(c, be).generate(prompt, n)
@@ -91,7 +100,7 @@ def _measure(cfg, q, prompt: list[int], n: int, backend_name: str) -> dict:
         "busy_share_prefill": got.busy_share("prefill"),
         "busy_share_decode": got.busy_share("decode"),
         "build_seconds": build, "run_seconds": got.wall_seconds,
-        "cycle_model_error": model_error,
+        "cycle_model_error": model_error, "refresh_phase": phase,
     }
 
 
@@ -106,9 +115,13 @@ def run(args: argparse.Namespace) -> dict:
     prompt = [int(b) for b in text[:args.prompt_len]]
     out = {"backend": args.backend, "configs": []}
     for name in names:
-        out["configs"].append(_measure(preset(name), q, prompt, args.tokens, args.backend))
+        cfg = preset(name)
+        out["configs"].append(_measure(cfg, q, prompt, args.tokens, args.backend,
+                                       refresh_phase(args, cfg)))
     if not args.no_peer:
-        peer = _measure(preset("large"), q, [int(b) for b in text[:5]], 10, args.backend)
+        cfg = preset("large")
+        peer = _measure(cfg, q, [int(b) for b in text[:5]], 10, args.backend,
+                        refresh_phase(args, cfg))
         per_token = peer["total_cycles"] / TINY_NPU_TOKENS
         theirs = TINY_NPU_CYCLES / TINY_NPU_TOKENS
         out["peer"] = {

@@ -5,12 +5,15 @@
 about 40 minutes, the fpga extra must be installed), then
 generates a few tokens of the tiny GPT compiled with PIM-only prefill on ``--backend`` to
 measure decode cycles per token, and reports tokens/s = Fmax / cycles per token. Without a
-routed design the tokens/s are given at the board's 25 MHz clock instead.
+routed design the tokens/s are given at the board's 25 MHz clock instead. Every program starts
+at the same DRAM refresh phase (``--refresh-phase``, as in ``llmaccel bench e2e``).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from . import add_refresh_phase_argument, refresh_phase
 
 DESCRIPTION = "ECP5 synthesis + place-and-route (resources, Fmax) and decode tokens/s"
 
@@ -25,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "golden cycle model)")
     parser.add_argument("--tokens", type=int, default=8, help="tokens to generate")
     parser.add_argument("--no-synth", action="store_true", help="only the cycle measurement")
+    add_refresh_phase_argument(parser)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -35,13 +39,14 @@ def run(args: argparse.Namespace) -> dict:
     from llmaccel.sw.fpga import synthesize  # noqa: PLC0415
 
     cfg = preset(args.config)
+    phase = refresh_phase(args, cfg)
     out: dict = {"config": cfg.name}
     if not args.no_synth:
         r = synthesize(cfg, "ecp5", core_mhz=args.core_mhz)
         out["synth"] = r.as_json()
     _params, q = load_model()
     compiled = CompiledGPT.fitting(q, cfg, prefill_mode="pim")
-    backend = get_backend(args.backend, cfg)
+    backend = get_backend(args.backend, cfg, refresh_phase=phase)
     try:
         res = Generator(compiled, backend).generate(list(b"def "), args.tokens)
     finally:
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> dict:
     out |= {"backend": args.backend, "cycles_source": res.cycles_source,
             "dram_bytes_used": compiled.layout.bytes_used,
             "prefill_cycles": res.prefill_cycles, "decode_cycles_per_token": per_tok,
-            "clock_mhz": clock, "clock_is_fmax": bool(fmax),
+            "clock_mhz": clock, "clock_is_fmax": bool(fmax), "refresh_phase": phase,
             "tokens_per_s": clock * 1e6 / per_tok if per_tok else 0.0, "text": res.text}
     return out
 

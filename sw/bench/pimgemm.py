@@ -260,10 +260,9 @@ class Session:
         self.start_cycles: list[int] = []
 
     def aligned(self, t: int) -> int:
-        tm = self.cfg.timing
-        phase = tm.tRFC + 64
-        k = max(0, -(-(t - phase) // tm.tREFI))
-        return k * tm.tREFI + phase
+        from llmaccel.sim.backends import bench_refresh_phase, refresh_aligned  # noqa: PLC0415
+
+        return refresh_aligned(self.cfg, t, bench_refresh_phase(self.cfg))
 
     def _run(self, base: int, *, align: bool):
         from llmaccel.hw.errors import LlmaccelError  # noqa: PLC0415

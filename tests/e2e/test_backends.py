@@ -274,3 +274,46 @@ def test_stand_in_closes_its_dram_window_while_running():
     assert seen["addr"] == 0x4C
     assert seen["read_running"] == 0 and seen["sp_running"] == 0x01020304
     assert seen["read_done"] == 0x12345678
+
+
+def test_refresh_phase_starts_every_run_at_the_same_point_of_the_refresh_interval(backend):
+    tm = CFG.timing
+    phase = tm.tRFC + 5
+    backend.load_dram(0xA00, _program(40))
+    starts = []
+    backend.refresh_phase = phase
+    try:
+        for junk in (0, 300, 7):
+            # Host work of different lengths before each run (window writes take cycles).
+            backend.load_dram(0xC00, np.arange(junk, dtype=np.uint8))
+            before = backend.ticks - backend.RESET_TICKS
+            run = backend.run(0xA00)
+            assert run.ok
+            starts.append(run.start_cycle)
+            assert run.start_cycle >= before
+    finally:
+        backend.refresh_phase = None
+    # The host waits for the phase, then writes PROG_BASE, WATCHDOG and CTRL: the same number
+    # of cycles after the phase every time, fewer than 64.
+    offsets = [(s - phase) % tm.tREFI for s in starts]
+    assert len(set(offsets)) == 1 and offsets[0] < 64, (starts, offsets)
+
+
+def test_refresh_phase_is_checked_against_trefi():
+    with pytest.raises(ValueError, match="tREFI"):
+        get_backend("golden", CFG, refresh_phase=CFG.timing.tREFI)
+    with pytest.raises(ValueError, match="tREFI"):
+        get_backend("golden", CFG, refresh_phase=-1)
+
+
+def test_golden_backend_starts_its_runs_at_the_refresh_phase():
+    tm = CFG.timing
+    phase = tm.tRFC + 64
+    be = get_backend("golden", CFG, refresh_phase=phase)
+    be.load_dram(0x400, to_binary(assemble("HALT")))
+    starts = [be.run(0x400).start_cycle for _ in range(3)]
+    assert [s % tm.tREFI for s in starts] == [phase] * 3
+    assert starts[0] == phase and starts[1] == phase + tm.tREFI    # the next one, not later
+    free = get_backend("golden", CFG)
+    free.load_dram(0x400, to_binary(assemble("HALT")))
+    assert free.run(0x400).start_cycle == 16                       # HOST_GAP after reset
