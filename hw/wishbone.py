@@ -16,10 +16,13 @@ from .isa import ErrorCode
 from .ports import acc_read_signature, acc_write_signature, sp_read_signature, sp_write_signature
 from .regs import COUNTERS, ID_VALUE, HostMem, Reg, Status, config_word
 
-__all__ = ["WB_ADDR_WIDTH", "Wishbone", "wishbone_signature"]
+__all__ = ["CTRL_LATENCY", "WB_ADDR_WIDTH", "Wishbone", "wishbone_signature"]
 
 #: Word-address width of the bus: 1 KiB of register space.
 WB_ADDR_WIDTH = 8
+#: Cycles from the cycle a CTRL write is performed to the cycle the controller sees its START
+#: and CLEAR_COUNTERS (``o_start``, ``o_clear`` are registered).
+CTRL_LATENCY = 1
 
 
 def wishbone_signature(addr_width: int = WB_ADDR_WIDTH) -> wiring.Signature:
@@ -46,7 +49,8 @@ class Wishbone(wiring.Component):
     from those registers in the second (a memory write takes effect, a memory read is
     issued), and acknowledged in the third. A new access may start in the cycle after ``ack``.
     Unmapped addresses read as zero and ignore writes. Writes to read/write registers honour
-    ``sel``.
+    ``sel``. CTRL's START and CLEAR_COUNTERS reach the controller ``CTRL_LATENCY`` cycle later,
+    in the cycle the write is acknowledged, so a STATUS read after it sees the run.
 
     Registers (hw/regs.py): ID, CTRL (bit 0 START, bit 1 CLEAR_COUNTERS), STATUS, ERROR,
     ERROR_PC, PROG_BASE, WATCHDOG, CONFIG, MEM_SEL, MEM_ADDR, MEM_DATA, counters. A counter is
@@ -136,7 +140,9 @@ class Wishbone(wiring.Component):
         mem_sel = Signal(2)
         mem_addr = Signal(32)
         m.d.comb += [self.o_base.eq(base), self.o_watchdog.eq(watchdog)]
-        m.d.comb += [self.o_start.eq(wr & at(Reg.CTRL) & bus.sel[0] & bus.dat_w[0]),
+        # Registered: on the FPGA the bus master's state and this decode reached the
+        # controller's flushes and queue resets in one cycle, across the device (docs/fpga.md).
+        m.d.sync += [self.o_start.eq(wr & at(Reg.CTRL) & bus.sel[0] & bus.dat_w[0]),
                      self.o_clear.eq(wr & at(Reg.CTRL) & bus.sel[0] & bus.dat_w[1])]
         with m.If(wr & at(Reg.PROG_BASE)):
             m.d.sync += base.eq(update(base))

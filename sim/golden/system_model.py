@@ -60,6 +60,7 @@ from llmaccel.hw.isa import (
     decode,
 )
 from llmaccel.hw.regs import COUNTERS
+from llmaccel.hw.wishbone import CTRL_LATENCY
 
 from .dram_model import DramModel
 from .timing_dma import _gather_error, load_steps, store_steps
@@ -178,11 +179,13 @@ class SystemModel:
     def run(self, result, *, start_cycle: int, base: int | None = None,
             program: bytes | np.ndarray | None = None) -> SystemReport:
         """Predict the run whose golden outcome is ``result`` (a ``RunResult`` traced with
-        ``trace=True``), started by a START written in cycle ``start_cycle`` (so the first
-        RUNNING cycle is ``start_cycle + 1``). ``base`` defaults to the first traced PC;
-        ``program`` (the DRAM contents at START) lets the model see words past the end of
-        the trace that the fetch reads (only needed for runs that end in an error)."""
-        return _Run(self, result, start_cycle + 1, base, program).go()
+        ``trace=True``), started by a START written in cycle ``start_cycle`` (the cycle the
+        register block performs the write; the controller sees it ``CTRL_LATENCY`` cycles
+        later, so the first RUNNING cycle is ``start_cycle + CTRL_LATENCY + 1``). ``base``
+        defaults to the first traced PC; ``program`` (the DRAM contents at START) lets the
+        model see words past the end of the trace that the fetch reads (only needed for runs
+        that end in an error)."""
+        return _Run(self, result, start_cycle + CTRL_LATENCY + 1, base, program).go()
 
 
 class _Run:

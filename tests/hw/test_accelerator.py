@@ -20,6 +20,7 @@ from llmaccel.hw.accelerator import Accelerator
 from llmaccel.hw.config import AccelConfig, preset
 from llmaccel.hw.isa import ErrorCode, Opcode, Space, Unit
 from llmaccel.hw.regs import COUNTERS, ID_VALUE, HostMem, Reg, Status, counter_offset
+from llmaccel.hw.wishbone import CTRL_LATENCY
 from llmaccel.sim.golden.isa_sim import GoldenMachine
 from llmaccel.sim.golden.system_model import SystemModel
 from llmaccel.sw.asm import assemble, to_binary
@@ -151,6 +152,9 @@ def run_rtl(cfg: AccelConfig, image: bytes, *, sp: np.ndarray | None = None,
             mon["dones"] = {u: [] for u in units}
             await b.write(Reg.PROG_BASE, pb)
             out["start"] = await b.write(Reg.CTRL, 3)
+            # The controller sees START CTRL_LATENCY cycles after the write (a bus read of
+            # STATUS could come no earlier); this peeks at the controller directly.
+            await b.tick(CTRL_LATENCY)
             while ctx.get(dut.ctrl.o_status) == Status.RUNNING:
                 await b.tick()
                 assert b.cycle - out["start"] < max_cycles, "the run did not end"

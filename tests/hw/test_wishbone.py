@@ -1,12 +1,13 @@
 """The host register block's bus timing (hw/wishbone.py): a register access is acknowledged in
 the cycle after it is seen, a MEM_DATA access a cycle later, performed from registers in
-between (docs/host.md)."""
+between; CTRL's START and CLEAR reach the controller CTRL_LATENCY cycles after the write
+(docs/host.md)."""
 
 from amaranth.sim import Simulator
 
 from llmaccel.hw.config import preset
 from llmaccel.hw.regs import ID_VALUE, HostMem, Reg
-from llmaccel.hw.wishbone import Wishbone
+from llmaccel.hw.wishbone import CTRL_LATENCY, Wishbone
 
 CFG = preset("tiny")
 
@@ -28,10 +29,12 @@ def test_register_access_takes_two_cycles_and_memory_access_three():
             ctx.set(bus.stb, 1)
             strobes = []
             for n in range(1, 6):
-                strobes.append((ctx.get(dut.sp_wr.en) != 0, ctx.get(dut.dram.re)))
+                strobes.append((ctx.get(dut.sp_wr.en) != 0, ctx.get(dut.dram.re),
+                                ctx.get(dut.o_start), ctx.get(dut.o_clear)))
                 await ctx.tick()
                 if ctx.get(bus.ack):
                     data = ctx.get(bus.dat_r)
+                    seen["ctrl_at_ack"] = (ctx.get(dut.o_start), ctx.get(dut.o_clear))
                     ctx.set(bus.cyc, 0)
                     ctx.set(bus.stb, 0)
                     await ctx.tick()
@@ -46,6 +49,11 @@ def test_register_access_takes_two_cycles_and_memory_access_three():
         await access(Reg.MEM_ADDR, write=0x40)
         seen["dram_read"] = await access(Reg.MEM_DATA)
         seen["addr"] = await access(Reg.MEM_ADDR)
+        seen["start"] = await access(Reg.CTRL, write=1)
+        seen["start_at_ack"] = seen["ctrl_at_ack"]
+        seen["after_start"] = (ctx.get(dut.o_start), ctx.get(dut.o_clear))
+        await access(Reg.CTRL, write=2)
+        seen["clear_at_ack"] = seen["ctrl_at_ack"]
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -60,3 +68,10 @@ def test_register_access_takes_two_cycles_and_memory_access_three():
     n, _, strobes = seen["dram_read"]
     assert n == 2 and [s[1] for s in strobes] == [0, 1]
     assert seen["addr"][1] == 0x44          # the access advanced MEM_ADDR by a word
+    # CTRL: performed in cycle 0, seen by the controller CTRL_LATENCY cycles later (the ack
+    # cycle), for one cycle.
+    assert CTRL_LATENCY == 1
+    n, _, strobes = seen["start"]
+    assert n == 1 and [s[2:] for s in strobes] == [(0, 0)]
+    assert seen["start_at_ack"] == (1, 0) and seen["after_start"] == (0, 0)
+    assert seen["clear_at_ack"] == (0, 1)
