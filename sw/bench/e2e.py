@@ -156,6 +156,9 @@ def report(r: dict) -> str:
             f"{u} {100 * v:.0f}%" for u, v in c["busy_share_prefill"].items() if v)
             + " | decode " + "  ".join(f"{u} {100 * v:.0f}%"
                                        for u, v in c["busy_share_decode"].items() if v))
+        phase = c.get("refresh_phase")
+        lines.append("  runs start     " + ("when the host is ready" if phase is None else
+                                          f"{phase} cycles after a refresh falls due"))
         lines.append(f"  wall           build {c['build_seconds']:.1f} s, run "
                      f"{c['run_seconds']:.1f} s")
         if c["cycle_model_error"]:

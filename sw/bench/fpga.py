@@ -75,6 +75,8 @@ def report(result: dict) -> str:
         ("DRAM image (PIM prefill)", f"{result['dram_bytes_used']} bytes"),
         ("decode cycles/token", f"{result['decode_cycles_per_token']:.0f} "
                                 f"({result['backend']}, {result['cycles_source']})"),
+        ("runs start", "when the host is ready" if result.get("refresh_phase") is None
+         else f"{result['refresh_phase']} cycles after a refresh falls due"),
         ("tokens/s", f"{result['tokens_per_s']:.0f} at {result['clock_mhz']} MHz"
                      + ("" if result["clock_is_fmax"] else " (board clock: not routed)")),
     ]
