@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -221,68 +220,39 @@ def _read_y(be, case: Case) -> np.ndarray:
     return np.asarray(a, dtype=np.int64)[::case.y_stride][:case.N]
 
 
-class _Starts:
-    """START cycles handed to a GoldenBackend one run at a time (it consumes them lazily)."""
-
-    def __init__(self):
-        self.queue: deque[int] = deque()
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> int:
-        return self.queue.popleft()
-
-
 class Session:
     """One backend running cases one after another, every measured run started at the same
     DRAM refresh phase: ``tRFC + 64`` cycles after a refresh is due (refresh runs from reset
     every tREFI), so a run shorter than about tREFI − tRFC sees no refresh and a longer one
-    sees its share — the same conditions for both paths.
+    sees its share — the same conditions for both paths (``Backend.refresh_phase``, set for
+    the measured runs and cleared for their setup runs).
 
-    On the golden backend (``replay`` None) the START cycles are chosen here; with ``replay``
-    (the START cycles of an RTL session) the golden backend repeats that session exactly."""
+    With ``replay`` (the START cycles of an RTL session) the golden backend repeats that
+    session exactly instead."""
 
     def __init__(self, cfg, backend: str = "golden", *, replay: list[int] | None = None,
                  check_races: bool = True):
-        from llmaccel.sim.backends import get_backend  # noqa: PLC0415
-        from llmaccel.sim.backends.golden import HOST_GAP, GoldenBackend  # noqa: PLC0415
+        from llmaccel.sim.backends import bench_refresh_phase, get_backend  # noqa: PLC0415
+        from llmaccel.sim.backends.golden import GoldenBackend  # noqa: PLC0415
 
         self.cfg = cfg
-        self.gap = HOST_GAP
-        self.next_free = 0
-        self.starts = _Starts()
-        self.replay = None if replay is None else deque(replay)
+        self.phase = bench_refresh_phase(cfg)
         if backend == "golden":
-            self.be = GoldenBackend(cfg, start_cycles=self.starts, check_races=check_races)
+            self.be = GoldenBackend(cfg, start_cycles=replay, check_races=check_races)
         else:
             self.be = get_backend(backend, cfg, max_cycles=10_000_000)
         self.start_cycles: list[int] = []
-
-    def aligned(self, t: int) -> int:
-        from llmaccel.sim.backends import bench_refresh_phase, refresh_aligned  # noqa: PLC0415
-
-        return refresh_aligned(self.cfg, t, bench_refresh_phase(self.cfg))
 
     def _run(self, base: int, *, align: bool):
         from llmaccel.hw.errors import LlmaccelError  # noqa: PLC0415
 
         be = self.be
-        if hasattr(be, "idle"):
-            if align:
-                now = be.ticks - be.RESET_TICKS
-                be.idle(self.aligned(now) - now)
-        elif self.replay is not None:
-            self.starts.queue.append(self.replay.popleft())
-        else:
-            t = self.next_free + self.gap
-            self.starts.queue.append(self.aligned(t) if align else t)
+        be.refresh_phase = self.phase if align else None
         r = be.run(base, max_cycles=10_000_000)
         if not r.ok:
             raise LlmaccelError(f"the program at {base:#x} stopped with {r.error.name}: "
                                 f"{r.message}")
         self.start_cycles.append(r.start_cycle)
-        self.next_free = r.start_cycle + r.cycles
         return r
 
     def run_case(self, case: Case) -> dict:
