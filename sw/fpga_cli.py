@@ -46,6 +46,8 @@ def _table(r) -> str:
                                           f"{r.target_mhz:.1f} MHz)"))
     if r.floorplan:
         rows.append(("floorplan", r.floorplan.removeprefix("floorplan: ")))
+    if r.bitstream:
+        rows.append(("bitstream", f"{r.bitstream} ({r.bitstream_bytes} bytes)"))
     if r.pnr_error:
         rows.append(("note", r.pnr_error))
     if r.abc9_stopped:
@@ -113,6 +115,9 @@ def cmd_synth(args) -> int:
     if args.no_floorplan and (args.target != "ecp5" or args.no_pnr or args.unit):
         raise LlmaccelError("--no-floorplan leaves the whole design's block RAMs to nextpnr's "
                             "placer; it needs --target ecp5 without --no-pnr or --unit")
+    if args.no_bitstream and (args.target != "ecp5" or args.no_pnr or args.unit):
+        raise LlmaccelError("--no-bitstream skips packing the routed whole design; it needs "
+                            "--target ecp5 without --no-pnr or --unit")
     if args.lut_mapper != "auto" and args.target != "ecp5":
         raise LlmaccelError(f"--lut-mapper chooses how Yosys maps LUTs for the ECP5; it "
                             f"needs --target ecp5, not {args.target}")
@@ -133,7 +138,7 @@ def cmd_synth(args) -> int:
                        **({"placer": args.placer} if args.placer else {}),
                        timing_driven=args.timing_driven, pnr_args=router,
                        floorplan=not args.no_floorplan, lut_mapper=args.lut_mapper,
-                       progress=progress)
+                       bitstream=not args.no_bitstream, progress=progress)
     if args.json:
         print(json.dumps(r.as_json(), indent=2, default=str))
     else:
@@ -199,6 +204,7 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                                    "YoWASP Yosys: --target ecp5 is the ULX3S (LFE5U-85F) with "
                                    "nextpnr-ecp5 place-and-route and constraints/ulx3s.lpf; "
                                    "--target xilinx is the Arty A7-100T, resources only. "
+                                   "A routed ECP5 design is packed into board_top.bit. "
                                    "With --unit NAME (ECP5 only) one unit is synthesised and "
                                    "placed and routed on its own, out of context, every port "
                                    "registered, for its routed Fmax and critical path. "
@@ -240,6 +246,10 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                    help="ECP5: leave every block RAM to nextpnr's placer (default: each DRAM "
                         "bank's block RAMs and its PIM engine's slot memory are pinned to one "
                         "block-RAM row, sw/floorplan.py, docs/fpga.md)")
+    s.add_argument("--no-bitstream", action="store_true",
+                   help="ECP5: stop after routing (default: pack nextpnr's board_top.config "
+                        "into board_top.bit with ecppack --compress, from the same YoWASP "
+                        "package, ready for openFPGALoader -b ulx3s or fujprog)")
     s.add_argument("--lut-mapper", choices=("auto", "abc9", "abc"), default="auto",
                    help="ECP5: how Yosys maps logic to LUTs. auto (default): ABC9, and "
                         "classic ABC when YoWASP Yosys 0.70 stops inside ABC9, as it does on "

@@ -9,7 +9,7 @@ import sys
 from typing import ClassVar
 
 import pytest
-from amaranth import Module, Mux, Signal, signed
+from amaranth import ClockDomain, ClockSignal, Module, Mux, Signal, signed
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -657,3 +657,62 @@ def test_synthesize_places_the_whole_design_with_the_routing_recipe(tmp_path, mo
     fpga.synthesize(TINY, "ecp5", out_dir=tmp_path / "b", placer=None, timing_driven=True,
                     floorplan=False)
     assert len(calls) == 1 and calls[0][-2:] == ["--seed", "1"]
+
+
+class _Blinky(wiring.Component):
+    """A board-shaped stand-in for the board top: the ULX3S ports of constraints/ulx3s.lpf, a
+    counter on the LEDs and the UART looped back, so the whole ECP5 flow runs in seconds."""
+
+    def __init__(self):
+        super().__init__({"clk_in": In(1), "rst_in": In(1), "uart_rx": In(1, init=1),
+                          "uart_tx": Out(1, init=1), "led": Out(8)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync")
+        count = Signal(24)
+        m.d.comb += [ClockSignal("sync").eq(self.clk_in), self.uart_tx.eq(self.uart_rx),
+                     self.led.eq(count[-8:])]
+        m.d.sync += count.eq(Mux(self.rst_in, 0, count + 1))
+        return m
+
+
+@needs_nextpnr
+def test_routed_design_is_packed_into_a_bitstream(tmp_path, monkeypatch):
+    # The whole ECP5 flow on a board-shaped stand-in: Yosys, nextpnr with the board's
+    # constraints, then ecppack. An ECP5 bitstream carries the preamble 0xFFFFBDB3.
+    monkeypatch.setattr(fpga, "_board_top", lambda *a, **k: _Blinky())
+    r = fpga.synthesize(TINY, "ecp5", out_dir=tmp_path, floorplan=False)
+    assert r.placed and not r.pnr_error and r.fmax_mhz > r.target_mhz == 25.0
+    assert r.bitstream == str(tmp_path / "board_top.bit")
+    bit = (tmp_path / "board_top.bit").read_bytes()
+    assert r.bitstream_bytes == len(bit) > 1000
+    assert b"\xff\xff\xbd\xb3" in bit[:4096]
+    r = fpga.synthesize(TINY, "ecp5", out_dir=tmp_path / "nobit", floorplan=False,
+                        bitstream=False)
+    assert r.placed and r.bitstream == "" and not (tmp_path / "nobit" / "board_top.bit").exists()
+
+
+def test_a_design_that_misses_its_clock_is_packed_with_a_warning(tmp_path, monkeypatch):
+    # ecppack stands in as a script that writes the bitstream file.
+    script = tmp_path / "ecppack.py"
+    script.write_text("import sys\nopen(sys.argv[-1], 'wb').write(b'bits')\n")
+    monkeypatch.setattr(fpga, "ecppack_cmd", lambda: [sys.executable, str(script)])
+    (tmp_path / "board_top.config").write_text(".device LFE5U-85F\n")
+    r = fpga.SynthResult(target="ecp5", board="ULX3S", device="LFE5U-85F", config="tiny",
+                         top="board_top", resources={}, capacity={}, cells={}, memories={},
+                         fmax_mhz=31.5, target_mhz=50.0, placed=True)
+    fpga._pack_bitstream(r, tmp_path, lambda _m: None)
+    assert r.bitstream_bytes == 4 and r.bitstream.endswith("board_top.bit")
+    assert "timing FAILED: Fmax 31.5 MHz below the 50.0 MHz constraint" in r.pnr_error
+    (tmp_path / "board_top.config").unlink()
+    r = fpga.SynthResult(target="ecp5", board="ULX3S", device="LFE5U-85F", config="tiny",
+                         top="board_top", resources={}, capacity={}, cells={}, memories={},
+                         placed=True)
+    fpga._pack_bitstream(r, tmp_path, lambda _m: None)
+    assert r.bitstream == "" and "nextpnr wrote no board_top.config" in r.pnr_error
+
+
+def test_no_bitstream_needs_the_routed_whole_design(capsys):
+    assert main(["synth", "--target", "xilinx", "--no-bitstream"]) != 0
+    assert "--no-bitstream skips packing" in capsys.readouterr().err
