@@ -269,8 +269,17 @@ class Controller(wiring.Component):
         queues = {}
         flush_q = Signal()
         m.d.comb += flush_q.eq(start | (abort & running))
-        wait_ok = {}
         stall = {}
+        # The completion counts of the next cycle (the counters' next values, below).
+        completed_next = [Signal(cw, name=f"completed_next_{_NAMES[u]}") for u in UNITS]
+
+        def satisfied(entry):
+            """An entry's wait mask holds against next cycle's completion counts."""
+            ok = 1
+            for j in range(nu):
+                ok = ok & (~entry.mask[j] | (completed_next[j] >= entry.target[j]))
+            return ok
+
         for u in UNITS:
             lay = _queue_layout(cfg, u)
             # The head's wait mask and targets feed the unit's valid, and its instruction the
@@ -280,14 +289,19 @@ class Controller(wiring.Component):
             m.submodules[f"queue_{_NAMES[u]}"] = q
             queues[u] = q
             head = data.View(lay, q.r_data)
-            ok = 1
-            for j in range(nu):
-                ok = ok & (~head.mask[j] | (completed[j] >= head.target[j]))
-            wait_ok[u] = Signal(name=f"wait_ok_{_NAMES[u]}")
+            # Whether the head's wait mask holds is a register too, evaluated a cycle ahead:
+            # against the counters' next values, for each word the head can hold next (the
+            # word behind it, the word written, or itself), chosen by what the FIFO does at
+            # the edge. The compares then start at registers and end at a register, not in
+            # the unit's valid, its accept logic and the pop into the head (FPGA timing; the
+            # same cycles: it equals the compare of the head against the counters).
+            ok = Signal(name=f"wait_ok_{_NAMES[u]}")
+            m.d.sync += ok.eq(Mux(q.head_from_mem, satisfied(data.View(lay, q.r_after)),
+                                  Mux(q.head_from_write, satisfied(data.View(lay, q.w_data)),
+                                      satisfied(head))))
             stall[u] = Signal(name=f"stall_{_NAMES[u]}")
             port = self.unit_port(u)
             m.d.comb += [
-                wait_ok[u].eq(ok),
                 stall[u].eq(q.r_rdy & ~ok),
                 port.valid.eq(q.r_rdy & ok & ~abort),
                 port.payload.eq(head.instr),
@@ -412,16 +426,18 @@ class Controller(wiring.Component):
             for j in range(nu):
                 m.d.comb += entry.target[j].eq(issued[j])
 
+        for i in range(nu):
+            m.d.comb += completed_next[i].eq(
+                Mux(start, 0, completed[i] + (st_comp if i == si else comp_n[i])))
+            m.d.sync += completed[i].eq(completed_next[i])
         with m.If(start):
             m.d.sync += [dpc.eq(self.i_base), gather_wait.eq(0)]
-            m.d.sync += [c.eq(0) for c in issued + completed]
+            m.d.sync += [c.eq(0) for c in issued]
         with m.Else():
             with m.If(go_unit | go_ctrl):
                 m.d.sync += dpc.eq(dpc + INSTR_BYTES)
             for i in range(nu):
-                m.d.sync += [issued[i].eq(issued[i] + (go_unit & unit_oh[i])),
-                             completed[i].eq(completed[i]
-                                             + (st_comp if i == si else comp_n[i]))]
+                m.d.sync += issued[i].eq(issued[i] + (go_unit & unit_oh[i]))
             with m.If(go_unit & is_gather):
                 m.d.sync += [gather_wait.eq(1), gather_pc.eq(o.pc), gather_work.eq(o.work)]
             with m.Elif(self.i_gather_checked):

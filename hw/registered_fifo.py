@@ -56,6 +56,16 @@ class RegisteredFIFO(wiring.Component):
         At least one entry is held (a register).
     level : Out(range(depth + 1))
         Entries held (a register), as ``SyncFIFO``'s ``level``.
+    r_after : Out(width)
+        The entry behind the head (valid while ``level`` ≥ 2): an asynchronous read of the
+        memory, the word a read of the head moves into the head register.
+    head_from_mem, head_from_write : Out(1)
+        What the head register takes at the next clock edge: ``r_after`` (the head is read
+        and the memory holds more), or ``w_data`` (a write that goes straight to the head);
+        neither: it keeps its word (or is emptied by the read). With these a consumer can
+        evaluate a function of the next head from the three candidates in parallel and
+        register the result, so it is ready with the head itself (the controller's wait
+        masks); a reset of the FIFO overrides them.
     """
 
     def __init__(self, *, width: int, depth: int):
@@ -73,6 +83,9 @@ class RegisteredFIFO(wiring.Component):
             "r_data": Out(width),
             "r_rdy": Out(1),
             "level": Out(range(depth + 1)),
+            "r_after": Out(width),
+            "head_from_mem": Out(1),
+            "head_from_write": Out(1),
         })
 
     def elaborate(self, platform):
@@ -92,6 +105,7 @@ class RegisteredFIFO(wiring.Component):
         mem_empty = self.level <= 1
         to_head = do_write & mem_empty & (~head_valid | do_read)
         refill = do_read & ~mem_empty
+        m.d.comb += [self.head_from_mem.eq(refill), self.head_from_write.eq(to_head)]
 
         with m.If(do_write & ~do_read):
             m.d.sync += self.level.eq(self.level + 1)
@@ -104,7 +118,8 @@ class RegisteredFIFO(wiring.Component):
             w_port = storage.write_port()
             r_port = storage.read_port(domain="comb")
             to_mem = do_write & ~to_head
-            m.d.comb += [w_port.data.eq(self.w_data), w_port.en.eq(to_mem)]
+            m.d.comb += [w_port.data.eq(self.w_data), w_port.en.eq(to_mem),
+                         self.r_after.eq(r_port.data)]
             with m.If(refill):
                 m.d.sync += head_data.eq(r_port.data)
             if n > 1:

@@ -1,5 +1,6 @@
 """hw/registered_fifo.py: cycle-for-cycle equivalence with ``amaranth.lib.fifo.SyncFIFO`` under
-random writes, reads and resets (Amaranth simulator); Verilog lint; parameter checks."""
+random writes, reads and resets (Amaranth simulator), and the next head it announces
+(``head_from_mem``/``head_from_write``, ``r_after``); Verilog lint; parameter checks."""
 
 import gc
 import random
@@ -38,10 +39,12 @@ def test_matches_sync_fifo_every_cycle(width, depth, resets, seed):
     m.submodules.ref = ref = ResetInserter(rst)(SyncFIFO(width=width, depth=depth))
     for f in (dut, ref):
         m.d.comb += [f.w_en.eq(w_en), f.w_data.eq(w_data), f.r_en.eq(r_en)]
-    seen = {"full": 0, "full_rw": 0, "bypass": 0, "reset_nonempty": 0, "reads": 0}
+    seen = {"full": 0, "full_rw": 0, "bypass": 0, "reset_nonempty": 0, "reads": 0,
+            "from_mem": 0, "from_write": 0}
 
     async def bench(ctx):
         p_w = p_r = 0.5
+        predicted = None     # the head the previous cycle's head_from_* said would come
         for cycle in range(CYCLES):
             if cycle % 64 == 0:
                 p_w, p_r = rng.choice(PHASES)
@@ -57,6 +60,15 @@ def test_matches_sync_fifo_every_cycle(width, depth, resets, seed):
             if want["r_rdy"]:
                 assert ctx.get(dut.r_data) == ctx.get(ref.r_data), cycle
                 seen["reads"] += re_
+                if predicted is not None:
+                    assert ctx.get(dut.r_data) == predicted, cycle
+            from_mem, from_write = ctx.get(dut.head_from_mem), ctx.get(dut.head_from_write)
+            assert not (from_mem and from_write), cycle
+            seen["from_mem"] += from_mem
+            seen["from_write"] += from_write
+            predicted = None if reset else (ctx.get(dut.r_after) if from_mem else
+                                            ctx.get(w_data) if from_write else
+                                            ctx.get(dut.r_data))
             level = want["level"]
             seen["full"] += level == depth
             seen["full_rw"] += level == depth and we and re_
@@ -73,6 +85,7 @@ def test_matches_sync_fifo_every_cycle(width, depth, resets, seed):
     # and written in one cycle, a write into the head while it is read, a reset with data held.
     # (A FIFO of depth 1 refuses that write, so it has no such cycle.)
     assert seen["full"] and seen["full_rw"] and seen["reads"] > CYCLES // 8
+    assert seen["from_write"] and (seen["from_mem"] or depth == 1)
     assert seen["bypass"] or depth == 1
     assert seen["reset_nonempty"] if resets else True
 
