@@ -240,8 +240,9 @@ def add_commands(sub, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
                         "the whole design's default)")
     s.add_argument("--timing-driven", action="store_true",
                    help="ECP5, whole design: timing-driven placement (nextpnr's default), "
-                        "which packs the critical paths tight and congests the fpga design "
-                        "so that it does not route (docs/fpga.md)")
+                        "which packs the critical paths tight: the best clock (39.10 MHz "
+                        "against 32.98 on one netlist) but router1 takes about three times "
+                        "as long on the fpga design, 1.5 h (docs/fpga.md)")
     s.add_argument("--no-floorplan", action="store_true",
                    help="ECP5: leave every block RAM to nextpnr's placer (default: each DRAM "
                         "bank's block RAMs and its PIM engine's slot memory are pinned to one "
