@@ -43,11 +43,14 @@ def _table(r) -> str:
         rows.append((k, f"{v}" + (f" / {cap} ({100 * v / cap:.0f} %)" if cap else "")))
     if r.fmax_mhz is not None:
         rows.append(("Fmax (core clock)", f"{r.fmax_mhz:.1f} MHz (constraint "
-                                          f"{r.target_mhz:.1f} MHz)"))
+                                          f"{r.target_mhz:.1f} MHz: "
+                                          f"{'PASS' if r.timing_met else 'FAIL'})"))
     if r.floorplan:
         rows.append(("floorplan", r.floorplan.removeprefix("floorplan: ")))
     if r.bitstream:
-        rows.append(("bitstream", f"{r.bitstream} ({r.bitstream_bytes} bytes)"))
+        rows.append(("bitstream", f"{r.bitstream} ({r.bitstream_bytes} bytes)"
+                     + ("; timing FAILED: it may not work on the board"
+                        if r.timing_met is False else "")))
     if r.pnr_error:
         rows.append(("note", r.pnr_error))
     if r.abc9_stopped:

@@ -18,6 +18,7 @@ from llmaccel.hw.errors import LlmaccelError
 from llmaccel.sw import fpga
 from llmaccel.sw.cli import main
 from llmaccel.sw.floorplan import Floorplan
+from llmaccel.sw.fpga_cli import _table
 
 TINY = preset("tiny")
 UNITS = ["top", "controller", "dma_load", "dma_store", "gemm_core", "pim_unit",
@@ -683,7 +684,7 @@ def test_routed_design_is_packed_into_a_bitstream(tmp_path, monkeypatch):
     # constraints, then ecppack. An ECP5 bitstream carries the preamble 0xFFFFBDB3.
     monkeypatch.setattr(fpga, "_board_top", lambda *a, **k: _Blinky())
     r = fpga.synthesize(TINY, "ecp5", out_dir=tmp_path, floorplan=False)
-    assert r.placed and not r.pnr_error and r.fmax_mhz > r.target_mhz == 25.0
+    assert r.placed and not r.pnr_error and r.timing_met and r.target_mhz == 25.0
     assert r.bitstream == str(tmp_path / "board_top.bit")
     bit = (tmp_path / "board_top.bit").read_bytes()
     assert r.bitstream_bytes == len(bit) > 1000
@@ -698,19 +699,19 @@ def test_a_design_that_misses_its_clock_is_packed_with_a_warning(tmp_path, monke
     script = tmp_path / "ecppack.py"
     script.write_text("import sys\nopen(sys.argv[-1], 'wb').write(b'bits')\n")
     monkeypatch.setattr(fpga, "ecppack_cmd", lambda: [sys.executable, str(script)])
-    (tmp_path / "board_top.config").write_text(".device LFE5U-85F\n")
     r = fpga.SynthResult(target="ecp5", board="ULX3S", device="LFE5U-85F", config="tiny",
                          top="board_top", resources={}, capacity={}, cells={}, memories={},
                          fmax_mhz=31.5, target_mhz=50.0, placed=True)
     fpga._pack_bitstream(r, tmp_path, lambda _m: None)
-    assert r.bitstream_bytes == 4 and r.bitstream.endswith("board_top.bit")
-    assert "timing FAILED: Fmax 31.5 MHz below the 50.0 MHz constraint" in r.pnr_error
-    (tmp_path / "board_top.config").unlink()
-    r = fpga.SynthResult(target="ecp5", board="ULX3S", device="LFE5U-85F", config="tiny",
-                         top="board_top", resources={}, capacity={}, cells={}, memories={},
-                         placed=True)
-    fpga._pack_bitstream(r, tmp_path, lambda _m: None)
     assert r.bitstream == "" and "nextpnr wrote no board_top.config" in r.pnr_error
+    (tmp_path / "board_top.config").write_text(".device LFE5U-85F\n")
+    r.pnr_error = ""
+    said = []
+    fpga._pack_bitstream(r, tmp_path, said.append)
+    assert r.bitstream_bytes == 4 and r.bitstream.endswith("board_top.bit")
+    assert r.timing_met is False and r.as_json()["timing_met"] is False and not r.pnr_error
+    assert "timing FAILED" in said[-1]
+    assert "timing FAILED: it may not work" in _table(r) and "50.0 MHz: FAIL" in _table(r)
 
 
 def test_no_bitstream_needs_the_routed_whole_design(capsys):
